@@ -1,0 +1,91 @@
+"""Refuse answers that would bake a broken project, before anything is written.
+
+Cookiecutter renders this file with Jinja; the answers arrive as JSON data (never
+pasted into code), so quotes and backslashes in them cannot change what runs here.
+"""
+
+import json
+import keyword
+import re
+import sys
+
+# Import names the generated service relies on: a package with one of these names
+# would shadow the real module.
+RESERVED_PACKAGE_NAMES = frozenset(
+    {"config", "flask", "gunicorn", "prometheus_client", "tests", "werkzeug", "wsgi"}
+)
+
+# Cloud Foundry uses the app name as the route host, a DNS label of at most 63 characters.
+SLUG_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
+MEMORY_PATTERN = re.compile(r"[1-9][0-9]*(M|MB|G|GB)")
+INSTANCES_PATTERN = re.compile(r"[1-9][0-9]*")
+METRICS_PATH_PATTERN = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+HEALTH_CHECK_PATH = "/_status"
+
+
+def _package_name_error(value):
+    if not value.isidentifier() or not value.isascii():
+        return "must be a valid ASCII Python identifier"
+    if keyword.iskeyword(value):
+        return "must not be a Python keyword"
+    if value in RESERVED_PACKAGE_NAMES:
+        return "must not shadow a module the service imports: " + ", ".join(
+            sorted(RESERVED_PACKAGE_NAMES)
+        )
+    return None
+
+
+def _pattern_error(pattern, rule):
+    def check(value):
+        return None if pattern.fullmatch(value) else rule
+
+    return check
+
+
+def _metrics_path_error(value):
+    if not METRICS_PATH_PATTERN.fullmatch(value):
+        return (
+            "must start with / and hold only letters, digits and . _ ~ - "
+            "in /-separated segments, with no trailing /"
+        )
+    if value == HEALTH_CHECK_PATH:
+        return f"must not be the health check path {HEALTH_CHECK_PATH}"
+    return None
+
+
+RULES = {
+    "project_slug": _pattern_error(
+        SLUG_PATTERN,
+        "must match ^[a-z][a-z0-9-]{0,62}$ (a letter, then lowercase letters, digits and -;"
+        " at most 63 characters)",
+    ),
+    "package_name": _package_name_error,
+    "cf_memory": _pattern_error(
+        MEMORY_PATTERN,
+        "must be a positive whole number followed by M, MB, G or GB, e.g. 256M or 1G",
+    ),
+    "cf_instances": _pattern_error(INSTANCES_PATTERN, "must be a positive whole number, e.g. 2"),
+    "metrics_path": _metrics_path_error,
+}
+
+
+def validation_errors(answers):
+    """One line for each answer that breaks its rule, naming the variable and the value."""
+    errors = []
+    for name, rule in RULES.items():
+        value = answers[name]
+        problem = rule(value) if isinstance(value, str) else "must be text"
+        if problem:
+            errors.append(f"{name}={value!r} {problem}")
+    return errors
+
+
+def main(answers):
+    errors = validation_errors(answers)
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(r"""{{ cookiecutter | tojson }}""")))
