@@ -1,0 +1,35 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }} import __version__, create_app
+from {{ cookiecutter.package_name }}.config import ConfigError
+
+
+def test_config_argument_overrides_settings():
+    assert not create_app().testing
+    assert create_app({"TESTING": True}).testing
+    assert create_app({"METRICS_PATH": "/other"}).config["METRICS_PATH"] == "/other"
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_METRICS_PATH", "/internal/metrics")
+    monkeypatch.setenv("CF_INSTANCE_INDEX", "1")
+
+    config = create_app().config
+
+    assert config["METRICS_PATH"] == "/internal/metrics"
+    assert config["INSTANCE_INDEX"] == "1"
+
+
+def test_bad_setting_stops_start_up(monkeypatch):
+    monkeypatch.setenv("METRICS_BASIC_AUTH", "maybe")
+
+    with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH='maybe'"):
+        create_app()
+
+
+def test_version_matches_pyproject():
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == __version__

@@ -1,0 +1,78 @@
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+GUNICORN_CONF = str(Path(__file__).parents[1] / "gunicorn.conf.py")
+
+
+@pytest.fixture
+def metrics_dir(tmp_path, monkeypatch):
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    return directory
+
+
+def load(**environ):
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        return runpy.run_path(GUNICORN_CONF)
+
+
+def test_defaults(metrics_dir):
+    conf = load()
+
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["workers"] == 2
+    assert conf["threads"] == 1
+    assert conf["max_requests"] == 0
+    assert conf["accesslog"] == "-"
+    assert conf["control_socket_disable"] is True
+
+
+def test_settings_from_the_environment(metrics_dir):
+    conf = load(PORT="61001", WEB_CONCURRENCY="4", GUNICORN_THREADS="8", GUNICORN_TIMEOUT="60")
+
+    assert conf["bind"] == "0.0.0.0:61001"
+    assert conf["workers"] == 4
+    assert conf["threads"] == 8
+    assert conf["timeout"] == 60
+
+
+def test_on_starting_empties_the_metrics_directory(metrics_dir):
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_123.db").write_bytes(b"old run")
+    conf = load()
+
+    conf["on_starting"](server=None)
+
+    assert metrics_dir.is_dir()
+    assert list(metrics_dir.iterdir()) == []
+
+
+def test_private_metrics_directory_when_none_is_set(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    conf = load()
+    directory = Path(conf["os"].environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert directory.is_dir()
+
+    conf["on_exit"](server=None)
+
+    assert not directory.exists()
+
+
+def test_child_exit_forgets_the_dead_workers_live_gauges(metrics_dir):
+    metrics_dir.mkdir()
+    (metrics_dir / "gauge_livesum_4242.db").write_bytes(b"")
+    (metrics_dir / "gauge_livesum_4343.db").write_bytes(b"")
+    (metrics_dir / "counter_4242.db").write_bytes(b"")
+    conf = load()
+
+    conf["child_exit"](server=None, worker=SimpleNamespace(pid=4242))
+
+    assert sorted(p.name for p in metrics_dir.iterdir()) == [
+        "counter_4242.db",
+        "gauge_livesum_4343.db",
+    ]

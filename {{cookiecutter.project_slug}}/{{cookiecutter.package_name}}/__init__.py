@@ -1,0 +1,18 @@
+from flask import Flask
+
+from .config import settings_from_environ
+
+__version__ = "0.1.0"
+
+
+def create_app(config=None):
+    """Build the service. `config` overrides the settings read from the environment."""
+    app = Flask(__name__)
+    app.config.from_mapping(settings_from_environ())
+    if config is not None:
+        app.config.from_mapping(config)
+
+    from . import views
+
+    app.register_blueprint(views.bp)
+    return app
