@@ -1,0 +1,30 @@
+# Two entry points: `make run` bakes a service and serves it, `make test` runs every test.
+# Both create their own virtual environments, so a machine with python3 is enough.
+
+PYTHON ?= python3
+VENV := .venv
+SERVICE := build/payments-api
+PORT ?= 8000
+
+.PHONY: run test lint clean
+
+$(VENV)/installed: requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-test.txt
+	touch $@
+
+test: $(VENV)/installed
+	$(VENV)/bin/ruff check hooks tests
+	$(VENV)/bin/ruff format --check hooks tests
+	$(VENV)/bin/pytest
+
+run: $(VENV)/installed
+	rm -rf $(SERVICE)
+	$(VENV)/bin/cookiecutter --no-input --output-dir build .
+	$(PYTHON) -m venv $(SERVICE)/.venv
+	$(SERVICE)/.venv/bin/pip install --quiet -r $(SERVICE)/requirements.txt
+	cd $(SERVICE) && .venv/bin/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -1,0 +1,155 @@
+"""Run a baked service under real gunicorn, the way Cloud Foundry starts it, on loopback."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+START_TIMEOUT = 30
+STOP_TIMEOUT = 15
+
+
+def free_loopback_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def manifest_command(project):
+    [app] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
+    return app["command"]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen
+    port: int
+    log: Path
+    tmpdir: Path
+    home: Path
+    seen_workers: set = field(default_factory=set)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, path, method="GET", headers=None, timeout=10):
+        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Response(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return Response(error.code, dict(error.headers), error.read())
+
+    def log_text(self):
+        return self.log.read_text(errors="replace")
+
+    def worker_pids(self):
+        """Pids of the workers the master booted and has not reported exiting."""
+        text = self.log_text()
+        booted = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", text)]
+        return [pid for pid in booted if _alive(pid)]
+
+    def wait_for_workers(self, count, timeout=START_TIMEOUT):
+        """Wait until `count` workers are up, so that load spreads over all of them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"gunicorn exited:\n{self.log_text()}"
+            if len(self.worker_pids()) >= count and self._answers():
+                return self.worker_pids()
+            time.sleep(0.1)
+        raise AssertionError(f"{count} workers not up in {timeout}s:\n{self.log_text()}")
+
+    def _answers(self):
+        try:
+            return self.request("/_status", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def stop(self):
+        """SIGTERM the master, as Cloud Foundry does, and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                raise AssertionError(f"gunicorn ignored SIGTERM:\n{self.log_text()}") from None
+        return self.process.returncode
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited but is not reaped yet; /proc tells.
+    with contextlib.suppress(OSError):
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3]
+    return False
+
+
+@contextlib.contextmanager
+def serve(project, python, tmp_path, workers=2, **environ):
+    """Start the manifest's command with the project's Python environment on PATH.
+
+    Only the bind address changes: GUNICORN_CMD_ARGS keeps the server on loopback.
+    """
+    port = free_loopback_port()
+    tmpdir = tmp_path / "container-tmp"
+    home = tmp_path / "home"
+    tmpdir.mkdir()
+    home.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PROMETHEUS_", "METRICS_", "GUNICORN_", "XDG_RUNTIME_DIR"))
+    }
+    env.update(
+        PATH=f"{python.parent}{os.pathsep}{env['PATH']}",
+        HOME=str(home),
+        TMPDIR=str(tmpdir),
+        PORT=str(port),
+        WEB_CONCURRENCY=str(workers),
+        GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
+        **environ,
+    )
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["bash", "-c", manifest_command(project)],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service = Service(process, port, log, tmpdir, home)
+    try:
+        service.wait_for_workers(workers)
+        yield service
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(AssertionError):
+                service.stop()

@@ -1,0 +1,214 @@
+"""Bake the template with every combination of choices and check what comes out."""
+
+import itertools
+import json
+import py_compile
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from cookiecutter.exceptions import FailedHookException
+from cookiecutter.main import cookiecutter
+
+from .conftest import SHARED, TEMPLATE, bake, run
+
+CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+COMBINATIONS = [
+    dict(zip(("python_version", "metrics_auth"), values, strict=True))
+    for values in itertools.product(CHOICES["python_version"], CHOICES["metrics_auth"])
+]
+LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"{{|}}|{%|%}|cookiecutter\.")
+MANIFEST_SCHEMA = SHARED / "schemas" / "cloudfoundry-application-manifest.json"
+
+
+def combination_id(answers):
+    return "-".join(f"{key}:{value}" for key, value in answers.items())
+
+
+def project_files(project):
+    return [path for path in project.rglob("*") if path.is_file()]
+
+
+@pytest.fixture(params=COMBINATIONS, ids=combination_id)
+def baked(request, cookies):
+    return bake(cookies, **request.param), request.param
+
+
+def test_bake_leaves_no_template_syntax(baked):
+    project, _ = baked
+    for path in project_files(project):
+        text = path.read_text(encoding="utf-8")
+        assert not LEFTOVER_TEMPLATE_SYNTAX.search(text), f"template syntax left in {path}"
+        assert not LEFTOVER_TEMPLATE_SYNTAX.search(str(path.relative_to(project)))
+
+
+def test_baked_files_parse(baked):
+    project, _ = baked
+    for path in project_files(project):
+        if path.suffix == ".py":
+            py_compile.compile(str(path), doraise=True, cfile=str(path) + "c")
+            Path(str(path) + "c").unlink()
+        elif path.suffix in (".yml", ".yaml"):
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".toml":
+            tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def test_baked_project_passes_ruff(baked, project_python):
+    project, _ = baked
+    ruff = project_python.parent / "ruff"
+    run([ruff, "check", "--no-cache", "."], cwd=project)
+    run([ruff, "format", "--no-cache", "--check", "."], cwd=project)
+
+
+def test_baked_project_passes_its_own_tests(baked, project_python):
+    project, _ = baked
+    result = run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
+    assert "failed" not in result.stdout
+    assert "skipped" not in result.stdout
+
+
+def test_manifest_follows_the_answers(baked):
+    project, answers = baked
+    [app] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
+
+    assert app["name"] == "payments-api"
+    assert app["buildpacks"] == ["python_buildpack"]
+    assert "buildpack" not in app
+    assert app["memory"] == "512M"
+    assert app["instances"] == 2
+    assert app["health-check-type"] == "http"
+    assert app["health-check-http-endpoint"] == "/_status"
+    assert app["command"].startswith("PROMETHEUS_MULTIPROC_DIR=")
+    assert "gunicorn --config gunicorn.conf.py wsgi:app" in app["command"]
+    assert app["env"] == {
+        "PROMETHEUS_METRICS_PATH": "/metrics",
+        "METRICS_BASIC_AUTH": "true" if answers["metrics_auth"] == "basic_auth" else "false",
+    }
+
+
+def test_manifest_is_valid_for_cloud_foundry(baked, template_tool):
+    project, _ = baked
+    assert MANIFEST_SCHEMA.exists(), f"the Cloud Foundry manifest schema is missing: {SHARED}"
+    run(
+        [template_tool("check-jsonschema"), "--schemafile", MANIFEST_SCHEMA, "manifest.yml"],
+        cwd=project,
+    )
+
+
+def test_github_workflow_is_valid(baked, template_tool):
+    project, answers = baked
+    workflow = project / ".github" / "workflows" / "ci.yml"
+    run(
+        [
+            template_tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            workflow,
+        ],
+        cwd=project,
+    )
+    steps = yaml.safe_load(workflow.read_text())["jobs"]["test"]["steps"]
+    assert steps[1]["with"]["python-version"] == answers["python_version"]
+    assert [step.get("run") for step in steps[-3:]] == [
+        "ruff check .",
+        "ruff format --check .",
+        "pytest",
+    ]
+
+
+def test_python_version_reaches_runtime_and_tools(baked):
+    project, answers = baked
+    version = answers["python_version"]
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+
+    assert (project / "runtime.txt").read_text() == f"python-{version}.x\n"
+    assert pyproject["project"]["requires-python"] == f">={version}"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
+
+
+def test_requirements_do_not_depend_on_answers(cookies):
+    default = bake(cookies)
+    other = bake(cookies, project_name="Other", python_version="3.14", metrics_auth="ip_whitelist")
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        assert (default / name).read_text() == (other / name).read_text()
+
+
+def test_runtime_requirements_are_pinned(cookies):
+    requirements = (bake(cookies) / "requirements.txt").read_text().splitlines()
+    packages = [line for line in requirements if line and not line.startswith("#")]
+
+    assert packages
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line) for line in packages)
+    names = {line.split("==")[0].lower() for line in packages}
+    assert {"flask", "gunicorn", "prometheus-client"} <= names
+
+
+def test_derived_names(cookies):
+    project = bake(cookies, project_name="Card Payments Service")
+
+    assert project.name == "card-payments-service"
+    assert (project / "card_payments_service" / "__init__.py").exists()
+
+
+def test_other_answers_reach_the_project(cookies, project_python):
+    project = bake(cookies, metrics_path="/internal/metrics", cf_instances="5", cf_memory="1G")
+    [app] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
+
+    assert (app["instances"], app["memory"]) == (5, "1G")
+    assert app["env"]["PROMETHEUS_METRICS_PATH"] == "/internal/metrics"
+    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+
+
+def test_longest_slug_still_passes_lint_and_tests(cookies, project_python):
+    slug = "s" + "-service" * 7 + "-abcde"
+    assert len(slug) == 63
+    project = bake(cookies, project_slug=slug)
+
+    run([project_python.parent / "ruff", "check", "--no-cache", "."], cwd=project)
+    run([project_python.parent / "ruff", "format", "--no-cache", "--check", "."], cwd=project)
+    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+
+
+HOSTILE = {
+    "project_name": 'Zoë\'s "Quote" \\ Service \'\'\' """ ✓',
+    "description": "Backslash \\n, \"double\", 'single', ''' and \"\"\", tab\t, émoji 🚀: yes # no",
+    "author_name": 'O\'Brien "Team" \\ Müller',
+}
+
+
+def test_hostile_answers_bake_into_files_that_parse(cookies, project_python):
+    project = bake(cookies, **HOSTILE)
+
+    assert project.name == "zoe-s-quote-service"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == HOSTILE["description"]
+    assert pyproject["project"]["authors"] == [{"name": HOSTILE["author_name"]}]
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith(f"# {HOSTILE['project_name']}\n\n{HOSTILE['description']}\n")
+    for path in project.rglob("*.yml"):
+        yaml.safe_load(path.read_text(encoding="utf-8"))
+    run([project_python.parent / "ruff", "check", "--no-cache", "."], cwd=project)
+    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({"project_slug": "Payments API"}, "ERROR: project_slug='Payments API' must match"),
+        ({"package_name": "class"}, "ERROR: package_name='class' must not be a Python keyword"),
+        ({"cf_memory": "lots"}, "ERROR: cf_memory='lots' must be a positive whole number"),
+        ({"cf_instances": "0"}, "ERROR: cf_instances='0' must be a positive whole number"),
+        ({"metrics_path": "metrics"}, "ERROR: metrics_path='metrics' must start with /"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
+)
+def test_bad_answer_stops_the_bake_and_leaves_nothing(tmp_path, capfd, answers, message):
+    with pytest.raises(FailedHookException):
+        cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(tmp_path))
+
+    assert message in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []

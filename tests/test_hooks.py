@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import pytest
+
+from .conftest import load_hook
+
+pre_gen = load_hook("pre_gen_project")
+post_gen = load_hook("post_gen_project")
+
+TEMPLATE_DEFAULTS = {
+    "project_slug": "payments-api",
+    "package_name": "payments_api",
+    "cf_memory": "512M",
+    "cf_instances": "2",
+    "metrics_path": "/metrics",
+    "metrics_auth": "basic_auth",
+}
+
+
+def errors_for(**answers):
+    return pre_gen.validation_errors({**TEMPLATE_DEFAULTS, **answers})
+
+
+def test_defaults_are_valid():
+    assert errors_for() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("project_slug", "a"),
+        ("project_slug", "payments-api-v2"),
+        ("project_slug", "a" * 63),
+        ("package_name", "payments_api"),
+        ("package_name", "_private"),
+        ("cf_memory", "256M"),
+        ("cf_memory", "1G"),
+        ("cf_memory", "1024MB"),
+        ("cf_memory", "2GB"),
+        ("cf_instances", "1"),
+        ("cf_instances", "12"),
+        ("metrics_path", "/internal/metrics"),
+        ("metrics_path", "/_prom.v1"),
+    ],
+)
+def test_valid_answers(name, value):
+    assert errors_for(**{name: value}) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("project_slug", "Payments API", "^[a-z][a-z0-9-]{0,62}$"),
+        ("project_slug", "1payments", "^[a-z][a-z0-9-]{0,62}$"),
+        ("project_slug", "payments_api", "^[a-z][a-z0-9-]{0,62}$"),
+        ("project_slug", "a" * 64, "at most 63 characters"),
+        ("project_slug", "", "^[a-z][a-z0-9-]{0,62}$"),
+        ("project_slug", "../escape", "^[a-z][a-z0-9-]{0,62}$"),
+        ("package_name", "payments-api", "valid ASCII Python identifier"),
+        ("package_name", "2fast", "valid ASCII Python identifier"),
+        ("package_name", "zoë", "valid ASCII Python identifier"),
+        ("package_name", "class", "keyword"),
+        ("package_name", "flask", "shadow"),
+        ("package_name", "prometheus_client", "shadow"),
+        ("cf_memory", "512", "M, MB, G or GB"),
+        ("cf_memory", "0M", "M, MB, G or GB"),
+        ("cf_memory", "1.5G", "M, MB, G or GB"),
+        ("cf_memory", "512m", "M, MB, G or GB"),
+        ("cf_instances", "0", "positive whole number"),
+        ("cf_instances", "-1", "positive whole number"),
+        ("cf_instances", "two", "positive whole number"),
+        ("metrics_path", "metrics", "must start with /"),
+        ("metrics_path", "/", "must start with /"),
+        ("metrics_path", "/metrics/", "no trailing /"),
+        ("metrics_path", "/met rics", "must start with /"),
+        ("metrics_path", '/m"x', "must start with /"),
+        ("metrics_path", "/_status", "health check"),
+    ],
+)
+def test_invalid_answer_names_variable_value_and_rule(name, value, rule):
+    [error] = errors_for(**{name: value})
+
+    assert error.startswith(f"{name}={value!r} ")
+    assert rule in error
+
+
+def test_every_bad_answer_is_reported_at_once():
+    errors = errors_for(cf_memory="lots", cf_instances="0")
+
+    assert [error.split("=")[0] for error in errors] == ["cf_memory", "cf_instances"]
+
+
+def test_main_prints_one_line_per_error_and_fails(capsys):
+    assert pre_gen.main({**TEMPLATE_DEFAULTS, "cf_instances": "0"}) == 1
+
+    assert capsys.readouterr().err == (
+        "ERROR: cf_instances='0' must be a positive whole number, e.g. 2\n"
+    )
+
+
+def test_hooks_read_answers_as_data():
+    """Both hooks parse the answers from JSON, so a quote in an answer cannot break out."""
+    for hook in (pre_gen, post_gen):
+        text = Path(hook.__file__).read_text(encoding="utf-8")
+        assert 'json.loads(r"""{{ cookiecutter | tojson }}""")' in text
+        assert "{{ cookiecutter." not in text
+
+
+def test_next_steps_name_the_project():
+    steps = post_gen.next_steps({"project_slug": "payments-api"})
+
+    assert steps.splitlines()[:2] == ["Created payments-api. Next steps:", "  cd payments-api"]
+    assert "cf push" in steps
