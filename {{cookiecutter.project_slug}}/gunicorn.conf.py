@@ -39,7 +39,14 @@ def on_starting(server):
     multiprocess.reset_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
+def post_worker_init(worker):
+    from {{ cookiecutter.package_name }} import metrics
+
+    metrics.ProcessSampler().start()
+
+
 def child_exit(server, worker):
+    """Every dead worker, however it died: fold its metrics into the aggregate files."""
     from {{ cookiecutter.package_name }} import multiprocess
 
     multiprocess.mark_worker_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])

@@ -3,6 +3,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import Counter, Gauge
+
+from .conftest import worker
 
 GUNICORN_CONF = str(Path(__file__).parents[1] / "gunicorn.conf.py")
 
@@ -53,7 +56,8 @@ def test_on_starting_empties_the_metrics_directory(metrics_dir):
 
 
 def test_private_metrics_directory_when_none_is_set(monkeypatch):
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "recorded, so that it is unset again after")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     conf = load()
     directory = Path(conf["os"].environ["PROMETHEUS_MULTIPROC_DIR"])
     assert directory.is_dir()
@@ -63,16 +67,13 @@ def test_private_metrics_directory_when_none_is_set(monkeypatch):
     assert not directory.exists()
 
 
-def test_child_exit_forgets_the_dead_workers_live_gauges(metrics_dir):
+def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
     metrics_dir.mkdir()
-    (metrics_dir / "gauge_livesum_4242.db").write_bytes(b"")
-    (metrics_dir / "gauge_livesum_4343.db").write_bytes(b"")
-    (metrics_dir / "counter_4242.db").write_bytes(b"")
+    with worker(4242):
+        Counter("jobs", "Jobs done.", registry=None).inc(3)
+        Gauge("busy", "Busy.", multiprocess_mode="livesum", registry=None).set(1)
     conf = load()
 
     conf["child_exit"](server=None, worker=SimpleNamespace(pid=4242))
 
-    assert sorted(p.name for p in metrics_dir.iterdir()) == [
-        "counter_4242.db",
-        "gauge_livesum_4343.db",
-    ]
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]

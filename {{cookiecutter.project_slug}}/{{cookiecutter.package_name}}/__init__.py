@@ -12,7 +12,8 @@ def create_app(config=None):
     if config is not None:
         app.config.from_mapping(config)
 
-    from . import views
+    from . import metrics, views
 
+    metrics.init_app(app)  # first, so that request timings cover everything after it
     app.register_blueprint(views.bp)
     return app

@@ -1,0 +1,179 @@
+import gzip
+import platform
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+
+from {{ cookiecutter.package_name }} import __version__, create_app
+
+METRICS_PATH = "/metrics"
+
+
+@pytest.fixture
+def app():
+    """An app with routes that show what the metrics record; not in testing mode, so an
+    exception becomes a 500 response as in production."""
+    app = create_app({"METRICS_PATH": METRICS_PATH})
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id):
+        return {"id": item_id}
+
+    @app.get("/boom")
+    def boom():
+        raise ValueError("broken on purpose")
+
+    @app.get("/in-progress")
+    def in_progress():
+        return {"value": sample("http_server_requests_in_progress")}
+
+    return app
+
+
+def sample(metric, **labels):
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def requests(path, code, method="GET"):
+    return sample("http_server_requests_total", method=method, path=path, code=code)
+
+
+def series(name):
+    return {
+        tuple(sorted(s.labels.items()))
+        for metric in REGISTRY.collect()
+        for s in metric.samples
+        if s.name == name
+    }
+
+
+def test_request_is_counted_and_timed_by_route_template(client):
+    before_count = requests("/items/<int:item_id>", "200")
+    before_timed = sample(
+        "http_server_request_duration_seconds_count",
+        method="GET",
+        path="/items/<int:item_id>",
+        code="200",
+    )
+
+    assert client.get("/items/7").status_code == 200
+    assert client.get("/items/8").status_code == 200
+
+    assert requests("/items/<int:item_id>", "200") == before_count + 2
+    timed = sample(
+        "http_server_request_duration_seconds_count",
+        method="GET",
+        path="/items/<int:item_id>",
+        code="200",
+    )
+    assert timed == before_timed + 2
+
+
+def test_exception_is_counted_by_class_name(client):
+    before_errors = sample("http_server_exceptions_total", error="ValueError")
+    before_500 = requests("/boom", "500")
+
+    response = client.get("/boom")
+
+    assert response.status_code == 500
+    assert response.json == {"error": "Internal Server Error"}
+    assert sample("http_server_exceptions_total", error="ValueError") == before_errors + 1
+    assert requests("/boom", "500") == before_500 + 1
+
+
+def test_requests_in_progress(client):
+    assert client.get("/in-progress").json == {"value": 1.0}
+    assert sample("http_server_requests_in_progress") == 0
+
+
+def test_hostile_paths_methods_and_hosts_add_no_series(client):
+    client.get("/nothing-here")
+    client.open("/nothing-here", method="BREW")
+    before = series("http_server_requests_total")
+    before_unmatched = requests("unmatched", "404")
+
+    for _ in range(50):
+        random = uuid.uuid4().hex
+        client.get(f"/{random}", headers={"Host": f"{random}.example"})
+        client.open(f"/{random}", method=random.upper()[:8])
+        client.get(f"/items/{random}")
+
+    assert series("http_server_requests_total") == before
+    assert requests("unmatched", "404") == before_unmatched + 100
+
+
+def test_unknown_method_collapses_to_other(client):
+    before = requests("unmatched", "405", method="other")
+
+    client.open("/items/1", method="BREW")
+
+    assert requests("unmatched", "405", method="other") == before + 1
+
+
+def test_scrapes_are_not_counted(client):
+    before = series("http_server_requests_total")
+    before_in_progress = sample("http_server_requests_in_progress")
+
+    for _ in range(3):
+        assert client.get(METRICS_PATH).status_code == 200
+
+    paths = {dict(labels)["path"] for labels in series("http_server_requests_total")}
+    assert METRICS_PATH not in paths
+    assert series("http_server_requests_total") == before
+    assert sample("http_server_requests_in_progress") == before_in_progress
+
+
+def test_app_info(app):
+    labels = {
+        "name": app.config["SERVICE_NAME"],
+        "version": __version__,
+        "python_version": platform.python_version(),
+    }
+    assert sample("app_info", **labels) == 1
+
+
+def test_metrics_endpoint_speaks_prometheus_text(client):
+    client.get("/items/1")
+
+    response = client.get(METRICS_PATH)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "# TYPE http_server_requests_total counter" in response.text
+    assert "# TYPE http_server_request_duration_seconds histogram" in response.text
+
+
+def test_metrics_endpoint_speaks_openmetrics_when_asked(client):
+    response = client.get(METRICS_PATH, headers={"Accept": "application/openmetrics-text"})
+
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
+def test_metrics_endpoint_gzips_when_accepted(client):
+    response = client.get(METRICS_PATH, headers={"Accept-Encoding": "gzip"})
+
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert b"http_server_requests_total" in gzip.decompress(response.data)
+
+
+def test_metrics_endpoint_filters_by_name(client):
+    client.get("/items/1")
+
+    response = client.get(METRICS_PATH + "?name[]=app_info&name[]=http_server_requests_total")
+
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in response.text.splitlines()
+        if not line.startswith("#")
+    }
+    assert names == {"app_info", "http_server_requests_total"}
+
+
+def test_metrics_path_comes_from_the_settings():
+    client = create_app({"METRICS_PATH": "/internal/metrics"}).test_client()
+
+    assert client.get("/internal/metrics").status_code == 200
+    assert client.get("/metrics").status_code == 404

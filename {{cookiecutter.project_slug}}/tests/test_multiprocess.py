@@ -1,0 +1,193 @@
+import fcntl
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.multiprocess import (
+    LockedCollector,
+    _locked,
+    mark_worker_dead,
+    reset_directory,
+)
+
+from .conftest import worker
+
+BUCKETS = (0.1, 0.5, 1.0)
+
+
+@pytest.fixture
+def directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    return tmp_path
+
+
+def serve_requests(pid, durations, code="200"):
+    """What worker `pid` records for requests that took `durations` seconds."""
+    with worker(pid):
+        requests = Counter("requests", "Requests.", ["code"], registry=None)
+        duration = Histogram("duration", "Duration.", buckets=BUCKETS, registry=None)
+        for seconds in durations:
+            requests.labels(code).inc()
+            duration.observe(seconds)
+
+
+def scrape(directory):
+    registry = CollectorRegistry()
+    registry.register(LockedCollector(directory))
+    return registry
+
+
+def value(directory, name, **labels):
+    return scrape(directory).get_sample_value(name, labels) or 0.0
+
+
+def db_files(directory):
+    return sorted(path.name for path in directory.glob("*.db"))
+
+
+def test_counters_and_histograms_stay_exact_as_workers_die(directory):
+    serve_requests(101, [0.05, 0.3, 7.0])
+    serve_requests(102, [0.05])
+    before = generate_latest(scrape(directory))
+
+    mark_worker_dead(101, directory)
+    mark_worker_dead(102, directory)
+
+    assert generate_latest(scrape(directory)) == before
+    assert value(directory, "requests_total", code="200") == 4
+    assert value(directory, "duration_bucket", le="0.1") == 2
+    assert value(directory, "duration_bucket", le="0.5") == 3
+    assert value(directory, "duration_bucket", le="+Inf") == 4
+    assert value(directory, "duration_count") == 4
+    assert value(directory, "duration_sum") == pytest.approx(7.4)
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+
+
+def test_files_stay_proportional_to_live_workers(directory):
+    for pid in range(1000, 1050):
+        serve_requests(pid, [0.2, 0.2])
+        mark_worker_dead(pid, directory)
+    serve_requests(2000, [0.2])
+
+    assert value(directory, "requests_total", code="200") == 101
+    assert db_files(directory) == [
+        "counter_2000.db",
+        "counter_aggregate.db",
+        "histogram_2000.db",
+        "histogram_aggregate.db",
+    ]
+
+
+def test_a_reused_pid_starts_from_zero_and_is_folded_again(directory):
+    serve_requests(300, [0.2] * 3)
+    mark_worker_dead(300, directory)
+    serve_requests(300, [0.2] * 4)
+
+    assert value(directory, "requests_total", code="200") == 7
+    mark_worker_dead(300, directory)
+    assert value(directory, "requests_total", code="200") == 7
+    assert value(directory, "duration_count") == 7
+
+
+def test_live_gauges_go_with_their_worker(directory):
+    with worker(400):
+        Gauge("in_progress", "In progress.", multiprocess_mode="livesum", registry=None).set(2)
+        Gauge("memory", "Memory.", multiprocess_mode="liveall", registry=None).set(5)
+    with worker(401):
+        Gauge("in_progress", "In progress.", multiprocess_mode="livesum", registry=None).set(1)
+
+    mark_worker_dead(400, directory)
+
+    assert value(directory, "in_progress") == 1
+    assert scrape(directory).get_sample_value("memory", {"pid": "400"}) is None
+
+
+def test_max_gauges_are_folded_and_all_gauges_kept_per_worker(directory):
+    for pid, level in ((500, 3.0), (501, 8.0), (502, 5.0)):
+        with worker(pid):
+            Gauge("peak", "Peak.", multiprocess_mode="max", registry=None).set(level)
+            Gauge("last", "Last.", registry=None).set(level)
+        mark_worker_dead(pid, directory)
+
+    assert value(directory, "peak") == 8
+    assert scrape(directory).get_sample_value("last", {"pid": "501"}) == 8
+    assert "gauge_max_aggregate.db" in db_files(directory)
+
+
+def test_compaction_waits_for_a_scrape_in_progress(directory):
+    serve_requests(600, [0.2])
+    scraping = threading.Event()
+    finish_scrape = threading.Event()
+
+    def slow_scrape():
+        with _locked(directory, fcntl.LOCK_SH):
+            scraping.set()
+            finish_scrape.wait(10)
+
+    scraper = threading.Thread(target=slow_scrape)
+    scraper.start()
+    assert scraping.wait(10)
+    compaction = threading.Thread(target=mark_worker_dead, args=(600, directory))
+    compaction.start()
+
+    compaction.join(0.5)
+    assert compaction.is_alive(), "compaction must wait for the scrape's shared lock"
+    assert "counter_600.db" in db_files(directory)
+    finish_scrape.set()
+    compaction.join(10)
+    scraper.join(10)
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+
+
+def test_scrapes_racing_worker_deaths_never_go_backwards(directory):
+    deaths = 150
+    totals = []
+    errors = []
+    done = threading.Event()
+
+    def keep_scraping():
+        try:
+            while not done.is_set():
+                totals.append(value(directory, "requests_total", code="200"))
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    scraper = threading.Thread(target=keep_scraping)
+    scraper.start()
+    try:
+        for pid in range(10_000, 10_000 + deaths):
+            serve_requests(pid, [0.2])
+            mark_worker_dead(pid, directory)
+    finally:
+        done.set()
+        scraper.join(30)
+
+    assert errors == []
+    assert len(totals) > 10
+    assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
+    assert value(directory, "requests_total", code="200") == deaths
+
+
+def test_reset_directory_empties_a_previous_run(directory):
+    serve_requests(700, [0.2])
+
+    reset_directory(directory)
+
+    assert db_files(directory) == []
+
+
+def test_metrics_endpoint_reads_the_shared_files(directory):
+    serve_requests(800, [0.2, 0.2])
+    mark_worker_dead(800, directory)
+    client = create_app({"METRICS_PATH": "/metrics"}).test_client()
+
+    response = client.get("/metrics?name[]=requests_total")
+
+    assert response.status_code == 200
+    assert response.text.splitlines() == [
+        "# HELP requests_total Requests.",
+        "# TYPE requests_total counter",
+        'requests_total{code="200"} 2.0',
+    ]
