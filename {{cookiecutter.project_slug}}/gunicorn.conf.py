@@ -42,7 +42,7 @@ def on_starting(server):
 def post_worker_init(worker):
     from {{ cookiecutter.package_name }} import metrics
 
-    metrics.ProcessSampler().start()
+    metrics.start_process_sampler()
 
 
 def child_exit(server, worker):

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from {{ cookiecutter.package_name }} import __version__, create_app
+from {{ cookiecutter.package_name }} import __version__, create_app, metrics
 
 METRICS_PATH = "/metrics"
 
@@ -177,3 +177,16 @@ def test_metrics_path_comes_from_the_settings():
 
     assert client.get("/internal/metrics").status_code == 200
     assert client.get("/metrics").status_code == 404
+
+
+def test_process_sampler_records_this_process():
+    sampler = metrics.ProcessSampler()
+    cpu_before = metrics.WORKERS_CPU._value.get()
+
+    sampler.sample()
+    sampler.sample()
+
+    assert metrics.WORKER_MEMORY._value.get() > 0
+    assert metrics.WORKER_OPEN_FDS._value.get() > 0
+    assert metrics.WORKERS_CPU._value.get() >= cpu_before
+    assert metrics.WORKERS_CPU._value.get() - cpu_before == pytest.approx(sampler._cpu_seconds)

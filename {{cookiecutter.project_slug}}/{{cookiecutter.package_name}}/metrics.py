@@ -84,6 +84,7 @@ OTHER_METHOD = "other"
 UNMATCHED_PATH = "unmatched"
 
 _children = {}
+_process_sampler = None
 
 
 def _request_children(method, path, code):
@@ -135,7 +136,17 @@ def init_app(app):
 
     @app.get(app.config["METRICS_PATH"], endpoint="metrics")
     def metrics():
+        if _process_sampler is not None:
+            _process_sampler.sample()  # this worker's figures as of now
         return _exposition(registry)
+
+
+def start_process_sampler():
+    """Sample this worker's process figures from now on; gunicorn.conf.py calls it in
+    each worker (post_worker_init)."""
+    global _process_sampler
+    _process_sampler = ProcessSampler()
+    _process_sampler.start()
 
 
 def _registry():
@@ -182,11 +193,9 @@ class _OnlyNamed:
 
 
 class ProcessSampler(threading.Thread):
-    """Samples this worker's memory, open files and CPU time every few seconds.
-
-    Started in each gunicorn worker (gunicorn.conf.py, post_worker_init): in
-    multiprocess mode only the worker answering a scrape runs code, so every worker
-    must record its own figures as it goes.
+    """Samples this worker's memory, open files and CPU time every few seconds, and
+    when it answers a scrape: in multiprocess mode only the worker answering a scrape
+    runs code, so every worker must record its own figures as it goes.
     """
 
     INTERVAL_SECONDS = 5
@@ -197,8 +206,13 @@ class ProcessSampler(threading.Thread):
 
         self._collector = ProcessCollector(registry=None)
         self._cpu_seconds = 0.0
+        self._lock = threading.Lock()
 
     def sample(self):
+        with self._lock:
+            self._sample()
+
+    def _sample(self):
         for metric in self._collector.collect():
             value = metric.samples[0].value
             if metric.name == "process_resident_memory_bytes":

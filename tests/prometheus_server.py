@@ -1,0 +1,98 @@
+"""A real Prometheus server (Debian's `prometheus`) on loopback, scraping a baked service."""
+
+import contextlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import yaml
+
+from .service import free_loopback_port
+
+SCRAPE_INTERVAL = "1s"
+
+
+class PrometheusServer:
+    def __init__(self, process, port, log):
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    def query(self, expression):
+        """The result vector of an instant query."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def wait_for(self, expression, timeout=60):
+        """Poll until the query returns a non-empty vector of numbers; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            result = self.query(expression)
+            if result and all(item["value"][1] not in ("NaN", "+Inf") for item in result):
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"no result for {expression} in {timeout}s:\n{self.log.read_text()}")
+
+
+@contextlib.contextmanager
+def prometheus_scraping(target_port, tmp_path, metrics_path="/metrics", **scrape_settings):
+    """Start Prometheus with one job scraping 127.0.0.1:`target_port` every second."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: apt-get install prometheus (see .ci/run)"
+    port = free_loopback_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "service",
+                        "metrics_path": metrics_path,
+                        "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                        **scrape_settings,
+                    }
+                ],
+            }
+        )
+    )
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = PrometheusServer(process, port, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    break
+            assert time.monotonic() < deadline, f"Prometheus not ready:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
