@@ -6,7 +6,7 @@ VENV := .venv
 SERVICE := build/payments-api
 PORT ?= 8000
 
-.PHONY: run test lint clean
+.PHONY: run test bench clean
 
 $(VENV)/installed: requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,6 @@ run: $(VENV)/installed
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
+
+bench: $(VENV)/installed
+	$(VENV)/bin/python bench/bench.py

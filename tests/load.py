@@ -54,10 +54,11 @@ def drive(url, paths, requests_per_client, clients=4, deadline_seconds=60):
 class Scraper(threading.Thread):
     """Scrapes until stopped (or for at most `limit_seconds`), keeping each total seen."""
 
-    def __init__(self, service, metrics_path, name, limit_seconds=120):
+    def __init__(self, service, metrics_path, name, headers=None, limit_seconds=120):
         super().__init__(daemon=True)
         self.service = service
         self.metrics_path = metrics_path
+        self.headers = headers
         self.name_to_sum = name
         self.totals = []
         self.failures = []
@@ -66,7 +67,7 @@ class Scraper(threading.Thread):
 
     def run(self):
         while not self._stop_event.is_set() and time.monotonic() < self._deadline:
-            response = self.service.request(self.metrics_path)
+            response = self.service.request(self.metrics_path, headers=self.headers)
             if response.status != 200:
                 self.failures.append(response.status)
             else:

@@ -42,8 +42,12 @@ class PrometheusServer:
 
 
 @contextlib.contextmanager
-def prometheus_scraping(target_port, tmp_path, metrics_path="/metrics", **scrape_settings):
-    """Start Prometheus with one job scraping 127.0.0.1:`target_port` every second."""
+def prometheus_scraping(target_port, tmp_path, jobs=None, **scrape_settings):
+    """Start Prometheus scraping 127.0.0.1:`target_port`/metrics every second.
+
+    `jobs` maps job names to their extra scrape settings (credentials, say); without it,
+    one job called "service" has `scrape_settings`.
+    """
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: apt-get install prometheus (see .ci/run)"
     port = free_loopback_port()
@@ -54,11 +58,11 @@ def prometheus_scraping(target_port, tmp_path, metrics_path="/metrics", **scrape
                 "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
                 "scrape_configs": [
                     {
-                        "job_name": "service",
-                        "metrics_path": metrics_path,
+                        "job_name": name,
                         "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
-                        **scrape_settings,
+                        **settings,
                     }
+                    for name, settings in (jobs or {"service": scrape_settings}).items()
                 ],
             }
         )

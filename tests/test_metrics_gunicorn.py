@@ -12,6 +12,8 @@ from .load import Scraper, drive, total
 from .prometheus_server import prometheus_scraping
 from .service import serve
 
+TOKEN = "integration-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_REQUESTS = 50
 REQUESTS_PER_PHASE = 4 * 100
 # Per live worker: counter, histogram and three live gauge files; plus one aggregate
@@ -36,11 +38,13 @@ def wait_for_replacement(service, victim, workers, timeout=20):
 
 
 def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, project_python, tmp_path):
-    environ = {"GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS)}
+    environ = {"GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS), "METRICS_BASIC_AUTH_TOKEN": TOKEN}
     with serve(project, project_python, tmp_path, workers=2, **environ) as service:
         # The readiness probes before the load are requests too.
-        baseline = total(service.request("/metrics").body.decode(), "http_server_requests_total")
-        scraper = Scraper(service, "/metrics", "http_server_requests_total")
+        baseline = total(
+            service.request("/metrics", headers=AUTH).body.decode(), "http_server_requests_total"
+        )
+        scraper = Scraper(service, "/metrics", "http_server_requests_total", headers=AUTH)
         scraper.start()
         first = drive(service.url, ["/", "/_status", "/no/such/page"], REQUESTS_PER_PHASE // 4)
         victim = service.worker_pids()[0]
@@ -49,7 +53,7 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
         second = drive(service.url, ["/", "/_status"], REQUESTS_PER_PHASE // 4)
         scraper.stop()
 
-        final = service.request("/metrics")
+        final = service.request("/metrics", headers=AUTH)
         directory = service.tmpdir / "prometheus-multiproc"
         db_files = sorted(path.name for path in directory.glob("*.db"))
         booted = service.log_text().count("Booting worker with pid")
@@ -71,11 +75,11 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
 
 
 def test_promtool_accepts_the_exposition(project, project_python, tmp_path):
-    with serve(project, project_python, tmp_path, workers=2) as service:
+    with serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service:
         drive(service.url, ["/", "/no/such/page"], 20)
-        text = service.request("/metrics")
+        text = service.request("/metrics", headers=AUTH)
         openmetrics = service.request(
-            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0", **AUTH}
         )
 
     assert text.headers["Content-Type"].startswith("text/plain")
@@ -103,10 +107,10 @@ def test_promtool_accepts_the_exposition(project, project_python, tmp_path):
 
 
 def test_worker_process_figures_and_app_info(project, project_python, tmp_path):
-    with serve(project, project_python, tmp_path, workers=2) as service:
+    with serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service:
         pids = {str(pid) for pid in service.worker_pids()}
         drive(service.url, ["/"], 100)
-        body = service.request("/metrics").body.decode()
+        body = service.request("/metrics", headers=AUTH).body.decode()
 
     memory_pids = {
         line.split('pid="')[1].split('"')[0]
@@ -120,9 +124,10 @@ def test_worker_process_figures_and_app_info(project, project_python, tmp_path):
 
 
 def test_prometheus_scrapes_the_service(project, project_python, tmp_path):
+    bearer = {"authorization": {"type": "Bearer", "credentials": TOKEN}}
     with (
-        serve(project, project_python, tmp_path, workers=2) as service,
-        prometheus_scraping(service.port, tmp_path) as prometheus,
+        serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service,
+        prometheus_scraping(service.port, tmp_path, **bearer) as prometheus,
     ):
         prometheus.wait_for('up{job="service"} == 1')
         drive(service.url, ["/", "/_status"], 50)

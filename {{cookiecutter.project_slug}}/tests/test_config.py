@@ -1,3 +1,5 @@
+import ipaddress
+
 import pytest
 
 from {{ cookiecutter.package_name }}.config import (
@@ -43,3 +45,60 @@ def test_metrics_path(value):
 def test_metrics_path_refuses_what_is_not_a_plain_path(value):
     with pytest.raises(ConfigError, match="PROMETHEUS_METRICS_PATH"):
         settings_from_environ({"PROMETHEUS_METRICS_PATH": value})
+
+
+def test_credentials_and_networks_default_to_nothing():
+    settings = settings_from_environ({})
+
+    assert settings["CF_APPLICATION_ID"] is None
+    assert settings["METRICS_BASIC_AUTH_TOKEN"] is None
+    assert settings["METRICS_BASIC_AUTH_USERNAME"] is None
+    assert settings["METRICS_IP_WHITELIST"] == ()
+    assert ipaddress.ip_network("10.0.0.0/8") in settings["METRICS_TRUSTED_PROXIES"]
+    assert ipaddress.ip_network("::1/128") in settings["METRICS_TRUSTED_PROXIES"]
+
+
+def test_blank_secrets_are_unset():
+    settings = settings_from_environ({"METRICS_BASIC_AUTH_TOKEN": "  ", "VCAP_APPLICATION": ""})
+
+    assert settings["METRICS_BASIC_AUTH_TOKEN"] is None
+    assert settings["CF_APPLICATION_ID"] is None
+
+
+def test_application_id_comes_from_vcap_application():
+    vcap = '{"application_id": "0f4a1c9e", "application_name": "x"}'
+
+    assert settings_from_environ({"VCAP_APPLICATION": vcap})["CF_APPLICATION_ID"] == "0f4a1c9e"
+    assert settings_from_environ({"VCAP_APPLICATION": "{}"})["CF_APPLICATION_ID"] is None
+    assert settings_from_environ({"VCAP_APPLICATION": "[1]"})["CF_APPLICATION_ID"] is None
+
+
+def test_malformed_vcap_application_stops_start_up():
+    with pytest.raises(ConfigError, match="VCAP_APPLICATION"):
+        settings_from_environ({"VCAP_APPLICATION": "{not json"})
+
+
+def test_username_without_password_stops_start_up():
+    with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH_PASSWORD"):
+        settings_from_environ({"METRICS_BASIC_AUTH_USERNAME": "prometheus"})
+
+
+def test_networks_are_parsed():
+    settings = settings_from_environ(
+        {"METRICS_IP_WHITELIST": " 203.0.113.7, 198.51.100.0/24 ,2001:db8::/32,"}
+    )
+
+    assert settings["METRICS_IP_WHITELIST"] == (
+        ipaddress.ip_network("203.0.113.7/32"),
+        ipaddress.ip_network("198.51.100.0/24"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+
+
+@pytest.mark.parametrize("variable", ["METRICS_IP_WHITELIST", "METRICS_TRUSTED_PROXIES"])
+@pytest.mark.parametrize("entry", ["10.0.0.256", "example.com", "10.0.0.0/33", "*"])
+def test_malformed_network_names_the_variable_and_entry(variable, entry):
+    with pytest.raises(ConfigError, match=rf"{variable} has '{entry}'") as error:
+        settings_from_environ({variable: f"10.0.0.1, {entry}"})
+
+    assert "not an IP address or CIDR range" in str(error.value)

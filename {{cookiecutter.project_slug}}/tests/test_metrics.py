@@ -13,13 +13,20 @@ from {{ cookiecutter.package_name }} import (
 )
 
 METRICS_PATH = "/metrics"
+TOKEN = "scrape-token"
 
 
 @pytest.fixture
 def app():
     """An app with routes that show what the metrics record; not in testing mode, so an
     exception becomes a 500 response as in production."""
-    app = create_app({"METRICS_PATH": METRICS_PATH})
+    app = create_app(
+        {
+            "METRICS_PATH": METRICS_PATH,
+            "METRICS_BASIC_AUTH": True,
+            "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+        }
+    )
 
     @app.get("/items/<int:item_id>")
     def item(item_id):
@@ -34,6 +41,10 @@ def app():
         return {"value": sample("http_server_requests_in_progress")}
 
     return app
+
+
+def scrape(client, path=METRICS_PATH, **headers):
+    return client.get(path, headers={"Authorization": f"Bearer {TOKEN}", **headers})
 
 
 def sample(metric, **labels):
@@ -121,7 +132,7 @@ def test_scrapes_are_not_counted(client):
     before_in_progress = sample("http_server_requests_in_progress")
 
     for _ in range(3):
-        assert client.get(METRICS_PATH).status_code == 200
+        assert scrape(client).status_code == 200
 
     paths = {dict(labels)["path"] for labels in series("http_server_requests_total")}
     assert METRICS_PATH not in paths
@@ -141,7 +152,7 @@ def test_app_info(app):
 def test_metrics_endpoint_speaks_prometheus_text(client):
     client.get("/items/1")
 
-    response = client.get(METRICS_PATH)
+    response = scrape(client)
 
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
@@ -151,14 +162,14 @@ def test_metrics_endpoint_speaks_prometheus_text(client):
 
 
 def test_metrics_endpoint_speaks_openmetrics_when_asked(client):
-    response = client.get(METRICS_PATH, headers={"Accept": "application/openmetrics-text"})
+    response = scrape(client, Accept="application/openmetrics-text")
 
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
 
 
 def test_metrics_endpoint_gzips_when_accepted(client):
-    response = client.get(METRICS_PATH, headers={"Accept-Encoding": "gzip"})
+    response = scrape(client, **{"Accept-Encoding": "gzip"})
 
     assert response.headers["Content-Encoding"] == "gzip"
     assert b"http_server_requests_total" in gzip.decompress(response.data)
@@ -167,7 +178,7 @@ def test_metrics_endpoint_gzips_when_accepted(client):
 def test_metrics_endpoint_filters_by_name(client):
     client.get("/items/1")
 
-    response = client.get(METRICS_PATH + "?name[]=app_info&name[]=http_server_requests_total")
+    response = scrape(client, METRICS_PATH + "?name[]=app_info&name[]=http_server_requests_total")
 
     names = {
         line.split("{")[0].split(" ")[0]
@@ -178,10 +189,11 @@ def test_metrics_endpoint_filters_by_name(client):
 
 
 def test_metrics_path_comes_from_the_settings():
-    client = create_app({"METRICS_PATH": "/internal/metrics"}).test_client()
+    config = {"METRICS_PATH": "/internal/metrics", "METRICS_BASIC_AUTH_TOKEN": TOKEN}
+    client = create_app({"METRICS_BASIC_AUTH": True, **config}).test_client()
 
-    assert client.get("/internal/metrics").status_code == 200
-    assert client.get("/metrics").status_code == 404
+    assert scrape(client, "/internal/metrics").status_code == 200
+    assert scrape(client, "/metrics").status_code == 404
 
 
 def current(metric):

@@ -181,9 +181,12 @@ def test_reset_directory_empties_a_previous_run(directory):
 def test_metrics_endpoint_reads_the_shared_files(directory):
     serve_requests(800, [0.2, 0.2])
     mark_worker_dead(800, directory)
-    client = create_app({"METRICS_PATH": "/metrics"}).test_client()
+    config = {"METRICS_PATH": "/metrics", "METRICS_BASIC_AUTH": True}
+    client = create_app({**config, "METRICS_BASIC_AUTH_TOKEN": "token"}).test_client()
 
-    response = client.get("/metrics?name[]=requests_total")
+    response = client.get(
+        "/metrics?name[]=requests_total", headers={"Authorization": "Bearer token"}
+    )
 
     assert response.status_code == 200
     assert response.text.splitlines() == [

@@ -37,3 +37,10 @@ def test_wrong_method_is_a_json_405(client):
 
     assert response.status_code == 405
     assert response.json == {"error": "Method Not Allowed"}
+
+
+def test_405_keeps_its_allow_header(client):
+    response = client.delete("/")
+
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}

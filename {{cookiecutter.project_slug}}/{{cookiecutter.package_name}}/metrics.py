@@ -17,12 +17,13 @@ import platform
 import threading
 import time
 
-from flask import g, request
+from flask import got_request_exception, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 
 from . import __version__, multiprocess
+from .metrics_auth import MetricsAccess
 
 # Names compatible with GOV.UK's gds-metrics, so existing dashboards keep working.
 REQUEST_DURATION = Histogram(
@@ -97,48 +98,66 @@ def _request_children(method, path, code):
 
 
 def init_app(app):
-    """Time every request but the metrics scrape itself, and serve the metrics endpoint.
+    """Time every request but the scrapes, and serve the metrics endpoint to those
+    metrics_auth lets in.
 
-    Call it before registering anything else, so its hooks run first and last.
+    The timing wraps the whole WSGI app, so it covers everything Flask does for a
+    request, at the cost of a function call rather than three request hooks.
     Scrapes are not counted: Prometheus records its own scrape duration and success
     (`scrape_duration_seconds`, `up`), and counting them would add a request every
     scrape interval to the service's traffic and skew its latency.
     """
+    metrics_path = app.config["METRICS_PATH"]
     registry = _registry()
+    access = MetricsAccess(app.config)
+    access.warn_if_closed()
     APP_INFO.labels(app.config["SERVICE_NAME"], __version__, platform.python_version()).set(1)
+    got_request_exception.connect(_count_exception, app)
+    app.wsgi_app = _timed(app.wsgi_app, metrics_path)
 
-    @app.before_request
-    def start_timer():
-        if request.endpoint != "metrics":
-            g.metrics_start = time.perf_counter()
-            IN_PROGRESS.inc()
-
-    @app.after_request
-    def note_status(response):
-        g.metrics_status = response.status_code
-        return response
-
-    @app.teardown_request
-    def record_request(error):
-        if error is not None:
-            EXCEPTIONS.labels(type(error).__name__).inc()
-        start = g.pop("metrics_start", None)
-        if start is None:  # a scrape
-            return
-        # No status when an exception escaped Flask's handlers (as in testing): it is a 500.
-        status = g.pop("metrics_status", 500)
-        method = request.method if request.method in STANDARD_METHODS else OTHER_METHOD
-        path = request.url_rule.rule if request.url_rule is not None else UNMATCHED_PATH
-        duration, count = _request_children(method, path, str(status))
-        duration.observe(time.perf_counter() - start)
-        count.inc()
-        IN_PROGRESS.dec()
-
-    @app.get(app.config["METRICS_PATH"], endpoint="metrics")
+    @app.get(metrics_path, endpoint="metrics")
     def metrics():
+        access.check(request)
         if _process_sampler is not None:
             _process_sampler.sample()  # this worker's figures as of now
         return _exposition(registry)
+
+
+def _timed(wsgi_app, metrics_path):
+    def timed_wsgi_app(environ, start_response):
+        if environ.get("PATH_INFO") == metrics_path:
+            return wsgi_app(environ, start_response)
+        start = time.perf_counter()
+        # Unless the app starts a response, an exception escaped it (as in testing mode).
+        status = "500"
+        rule = None
+
+        def start_response_noting_status(status_line, headers, exc_info=None):
+            nonlocal status, rule
+            status = status_line[:3]
+            # Flask starts the response before it drops the request: the rule it matched.
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            return start_response(status_line, headers, exc_info)
+
+        IN_PROGRESS.inc()
+        try:
+            return wsgi_app(environ, start_response_noting_status)
+        finally:
+            IN_PROGRESS.dec()
+            method = environ["REQUEST_METHOD"]
+            duration, count = _request_children(
+                method if method in STANDARD_METHODS else OTHER_METHOD,
+                UNMATCHED_PATH if rule is None else rule.rule,
+                status,
+            )
+            duration.observe(time.perf_counter() - start)
+            count.inc()
+
+    return timed_wsgi_app
+
+
+def _count_exception(sender, exception, **extra):
+    EXCEPTIONS.labels(type(exception).__name__).inc()
 
 
 def start_process_sampler():

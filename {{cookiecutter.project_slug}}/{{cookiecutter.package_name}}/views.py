@@ -1,4 +1,4 @@
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, json
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
@@ -24,5 +24,11 @@ def status():
 
 @bp.app_errorhandler(HTTPException)
 def http_error(error):
-    """Answer client and server errors as JSON, never as an HTML page or a traceback."""
-    return {"error": error.name}, error.code
+    """Answer client and server errors as JSON, never as an HTML page or a traceback.
+
+    The error's own headers stay: Allow on a 405, WWW-Authenticate on a 401.
+    """
+    response = error.get_response()
+    response.set_data(json.dumps({"error": error.name}))
+    response.content_type = "application/json"
+    return response

@@ -1,0 +1,147 @@
+"""Who may read the metrics endpoint, decided per request and closed by default.
+
+METRICS_BASIC_AUTH=true asks for credentials: the app's own GUID as a bearer token
+(what the GOV.UK PaaS Prometheus sends), a shared METRICS_BASIC_AUTH_TOKEN, or HTTP
+basic auth with METRICS_BASIC_AUTH_USERNAME and METRICS_BASIC_AUTH_PASSWORD.
+METRICS_BASIC_AUTH=false checks the client's address against METRICS_IP_WHITELIST,
+reading X-Forwarded-For only as far as METRICS_TRUSTED_PROXIES vouch for it.
+"""
+
+import base64
+import hmac
+import ipaddress
+import logging
+
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+REALM = "metrics"
+CHALLENGES = [
+    WWWAuthenticate("basic", {"realm": REALM, "charset": "UTF-8"}),
+    WWWAuthenticate("bearer", {"realm": REALM}),
+]
+
+
+class MetricsAccess:
+    """Checks requests to the metrics endpoint against the app's settings."""
+
+    def __init__(self, config):
+        self.basic_auth = config["METRICS_BASIC_AUTH"]
+        self.tokens = [
+            token.encode()
+            for token in (config["CF_APPLICATION_ID"], config["METRICS_BASIC_AUTH_TOKEN"])
+            if token
+        ]
+        username = config["METRICS_BASIC_AUTH_USERNAME"]
+        password = config["METRICS_BASIC_AUTH_PASSWORD"]
+        self.credentials = (username.encode(), password.encode()) if username and password else None
+        self.whitelist = config["METRICS_IP_WHITELIST"]
+        self.trusted_proxies = config["METRICS_TRUSTED_PROXIES"]
+
+    def warn_if_closed(self):
+        """Say at start-up what to set, when nothing could ever be let in."""
+        if self.basic_auth and not (self.tokens or self.credentials):
+            logger.warning(
+                "The metrics endpoint refuses every request: no credential is configured. "
+                "Set METRICS_BASIC_AUTH_TOKEN, or METRICS_BASIC_AUTH_USERNAME and "
+                "METRICS_BASIC_AUTH_PASSWORD (on Cloud Foundry the app's GUID also works), "
+                "or METRICS_BASIC_AUTH=false with METRICS_IP_WHITELIST."
+            )
+        elif not self.basic_auth and not self.whitelist:
+            logger.warning(
+                "The metrics endpoint refuses every request: METRICS_IP_WHITELIST is empty. "
+                "Set it to the addresses of your Prometheus servers, or use "
+                "METRICS_BASIC_AUTH=true with credentials."
+            )
+
+    def check(self, request):
+        """Raise the HTTP error that refuses this request, or return when it may read."""
+        if self.basic_auth:
+            self._check_credentials(request.headers.get("Authorization"))
+        else:
+            self._check_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+
+    def _check_credentials(self, header):
+        if not header:
+            raise Unauthorized(www_authenticate=CHALLENGES)
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if not value:
+            raise Unauthorized("Malformed Authorization header.", www_authenticate=CHALLENGES)
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            allowed = self._token_matches(value)
+        elif scheme == "basic":
+            allowed = self._basic_matches(value)
+        else:
+            raise Unauthorized("Unsupported authorization scheme.", www_authenticate=CHALLENGES)
+        if not allowed:
+            raise Forbidden("Wrong credentials for the metrics endpoint.")
+
+    def _token_matches(self, token):
+        given = token.encode("utf-8", "surrogateescape")
+        # Every configured token is compared, in constant time, whatever matches first.
+        return sum(hmac.compare_digest(given, expected) for expected in self.tokens) > 0
+
+    def _basic_matches(self, encoded):
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except ValueError:  # not base64 (binascii.Error) or not UTF-8 (UnicodeDecodeError)
+            decoded = ""
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            raise Unauthorized("Malformed basic credentials.", www_authenticate=CHALLENGES)
+        if self.credentials is None:
+            return False
+        expected_username, expected_password = self.credentials
+        username_matches = hmac.compare_digest(username.encode(), expected_username)
+        password_matches = hmac.compare_digest(password.encode(), expected_password)
+        return username_matches and password_matches
+
+    def _check_address(self, remote_addr, forwarded_for):
+        client = client_address(remote_addr, forwarded_for, self.trusted_proxies)
+        if client is None:
+            raise BadRequest("Unreadable client address in X-Forwarded-For.")
+        if not any(client in network for network in self.whitelist):
+            raise Forbidden("This client address may not read the metrics endpoint.")
+
+
+def client_address(remote_addr, forwarded_for, trusted_proxies):
+    """The address of the client, as far as trusted proxies vouch for it.
+
+    The hops are the X-Forwarded-For entries, left to right, then the peer that
+    connected. Walking from the right, each hop inside a trusted proxy range passes the
+    judgement to the hop on its left; the first hop outside them is the client. Entries
+    left of it were written by the client and prove nothing. None when the hop to judge
+    is not an IP address.
+    """
+    hops = [entry for header in forwarded_for for entry in header.split(",")]
+    hops.append(remote_addr or "")
+    for position in range(len(hops) - 1, -1, -1):
+        address = _parse_address(hops[position])
+        if address is None:
+            return None
+        trusted = any(address in network for network in trusted_proxies)
+        if not trusted or position == 0:
+            return address
+    return None
+
+
+def _parse_address(text):
+    """An IP address from a forwarded hop: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
+    `[2001:db8::1]` or `[2001:db8::1]:80`; IPv4-mapped IPv6 reads as IPv4."""
+    text = text.strip()
+    if text.startswith("["):
+        text, bracket, _ = text[1:].partition("]")
+        if not bracket:
+            return None
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
