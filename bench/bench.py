@@ -8,7 +8,11 @@ gthread workers; the medians are printed as ratios to the bare app. Then the scr
 latency of the exporter and of the baked service, fresh and after 400 worker recycles,
 with the number of metric files each leaves behind.
 
-Run from the template's root:  make bench   (needs wrk: apt-get install wrk)
+Wall-clock throughput swings from round to round on a shared machine, so the same apps
+are also measured in instructions per request, under callgrind, which counts the same
+whatever else the machine is doing.
+
+Run from the template's root:  make bench   (needs wrk and valgrind: apt-get install wrk valgrind)
 """
 
 import argparse
@@ -30,6 +34,10 @@ from pathlib import Path
 from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+# With two or more CPUs, gunicorn runs on one and wrk on another, so that they do not
+# take turns on the same CPU: the figures then measure the CPU cost of a request.
+SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 BODY = '{"instance": None, "service": "payments-api", "version": "0.1.0"}'
 
@@ -60,10 +68,11 @@ def index():
 # Settings every app shares; the baked service keeps its own hooks from gunicorn.conf.py.
 COMMON_SETTINGS = """
 bind = "127.0.0.1:{port}"
-workers = 2
+workers = {workers}
 worker_class = "{worker_class}"
 threads = {threads}
 max_requests = {max_requests}
+timeout = {timeout}
 accesslog = None
 control_socket_disable = True
 """
@@ -100,16 +109,18 @@ def free_port():
 
 
 class App:
-    def __init__(self, name, directory, conf_template, module, python):
+    def __init__(self, name, directory, conf_template, module, python, headers=None):
         self.name = name
+        self.headers = headers or {}
         self.directory = directory
         self.conf_template = conf_template
         self.module = module
         self.python = python
         self.process = None
 
-    def start(self, worker_class="sync", threads=1, max_requests=0):
+    def start(self, worker_class="sync", threads=1, max_requests=0, workers=2, wrapper=()):
         self.port = free_port()
+        self.workers = workers
         self.metrics_dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         conf = self.directory / f"bench-{self.name}.conf.py"
         conf.write_text(
@@ -118,13 +129,22 @@ class App:
                 worker_class=worker_class,
                 threads=threads,
                 max_requests=max_requests,
+                workers=workers,
+                # Under valgrind a worker takes minutes to boot; gunicorn must not kill it.
+                timeout=600 if wrapper else 30,
             )
         )
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "METRICS_BASIC_AUTH": "true",
+            "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+        }
+        command = [self.python.parent / "gunicorn", "--config", conf, self.module]
         self.log = self.directory / f"bench-{self.name}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [self.python.parent / "gunicorn", "--config", conf, self.module],
+                [*wrapper, *command] if wrapper else pinned(command, SERVER_CPU),
                 cwd=self.directory,
                 env=env,
                 stdout=log,
@@ -132,26 +152,34 @@ class App:
             )
         self._wait_until_all_workers_booted()
 
-    def _wait_until_all_workers_booted(self, timeout=30):
+    def _wait_until_all_workers_booted(self, timeout=600):
         """Keep-alive would pin every wrk connection to the first worker up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             booted = self.log.read_text().count("Booting worker")
-            if booted >= 2 and self.get("/") is not None:
+            if booted >= self.workers and self.get("/") is not None:
                 time.sleep(0.5)  # let the second worker finish importing the app
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()}")
 
     def get(self, path):
+        url = f"http://127.0.0.1:{self.port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=self.headers), timeout=10
+            ) as r:
                 return r.read()
         except (urllib.error.URLError, ConnectionError):
             return None
 
     def recycles(self):
-        return self.log.read_text().count("Booting worker") - 2
+        return self.log.read_text().count("Booting worker") - self.workers
+
+    def worker_pids(self):
+        return [
+            int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log.read_text())
+        ]
 
     def metric_files(self):
         return len(list(self.metrics_dir.glob("*.db")))
@@ -162,9 +190,14 @@ class App:
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
+def pinned(command, cpu):
+    return ["taskset", "--cpu-list", cpu, *command] if cpu and shutil.which("taskset") else command
+
+
 def wrk(port, seconds, connections):
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+        pinned(command, LOAD_CPU),
         capture_output=True,
         text=True,
         check=True,
@@ -198,11 +231,51 @@ def throughput(apps, rounds, seconds, connections):
                     results[app.name].append(wrk(app.port, seconds, connections))
                 finally:
                     app.stop()
-        bare = statistics.median(results["bare-flask"])
+        bare = results["bare-flask"]
         print(f"  {worker_class} workers (threads={threads}):")
         for app in apps:
             median = statistics.median(results[app.name])
-            print(f"    {app.name:<26} {median:9.0f} req/s   {median / bare:5.3f} of bare")
+            # The ratio within each round, then their median: drift between rounds cancels.
+            ratios = [mine / base for mine, base in zip(results[app.name], bare, strict=True)]
+            print(
+                f"    {app.name:<26} {median:9.0f} req/s   {statistics.median(ratios):5.3f} of bare"
+                f"   (rounds {min(ratios):.3f} to {max(ratios):.3f})"
+            )
+
+
+def worker_instructions(app, requests, output):
+    """Instructions one gunicorn worker executes while serving `requests` requests of /,
+    counted by callgrind: the same on every run, whatever else the machine is doing."""
+    callgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes"]
+    callgrind.append(f"--callgrind-out-file={output}/callgrind.%p")
+    app.start(workers=1, wrapper=callgrind)
+    try:
+        for _ in range(requests):
+            if app.get("/") is None:
+                raise RuntimeError(f"{app.name}: request failed under valgrind")
+        [worker] = app.worker_pids()
+    finally:
+        app.stop()
+    summary = (output / f"callgrind.{worker}").read_text()
+    return int(re.search(r"^summary: (\d+)", summary, re.MULTILINE).group(1))
+
+
+def instructions(apps, fewer, more):
+    print("\nInstructions per request of / in a sync gunicorn worker (callgrind; the")
+    print(f"difference between serving {more} and {fewer} requests, so start-up cancels out)")
+    per_request = {}
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as directory:
+        for app in apps:
+            counts = []
+            for requests in (fewer, more):
+                run_directory = Path(directory) / f"{app.name}-{requests}"
+                run_directory.mkdir()
+                counts.append(worker_instructions(app, requests, run_directory))
+            per_request[app.name] = (counts[1] - counts[0]) / (more - fewer)
+    bare = per_request["bare-flask"]
+    for app in apps:
+        count = per_request[app.name]
+        print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
 
 
 def scrape_cost(apps, recycles, scrapes):
@@ -246,7 +319,14 @@ def build(workdir):
     return [
         App("bare-flask", project, BARE_CONF, "bare_app:app", python),
         App("prometheus-flask-exporter", project, EXPORTER_CONF, "exporter_app:app", python),
-        App("baked service", project, SERVICE_CONF, "wsgi:app", python),
+        App(
+            "baked service",
+            project,
+            SERVICE_CONF,
+            "wsgi:app",
+            python,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ),
     ]
 
 
@@ -260,15 +340,25 @@ def describe_machine():
         platform.processor(),
     )
     print(f"Machine: {os.cpu_count()} cores, {model}; Python {platform.python_version()}")
+    if SERVER_CPU:
+        print(f"gunicorn pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--recycles", type=int, default=400)
     parser.add_argument("--scrapes", type=int, default=100)
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        nargs=2,
+        default=(20, 120),
+        metavar=("FEWER", "MORE"),
+        help="request counts for the callgrind comparison (needs valgrind)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench needs wrk: apt-get install wrk")
@@ -276,6 +366,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         apps = build(Path(workdir))
         throughput(apps, args.rounds, args.seconds, args.connections)
+        if shutil.which("valgrind"):
+            instructions(apps, *args.instructions)
+        else:
+            print("\nInstructions per request: not measured, valgrind is not installed")
         scrape_cost(apps[1:], args.recycles, args.scrapes)
 
 

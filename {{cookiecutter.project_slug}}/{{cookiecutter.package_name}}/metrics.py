@@ -5,10 +5,10 @@ PROMETHEUS_MULTIPROC_DIR makes prometheus_client keep values in files that all w
 share (see multiprocess.py); without it, as under `flask run` or the test client, values
 live in this process and the endpoint serves prometheus_client's default registry.
 
-To add a metric of your own, declare it here and use it in a view:
+To add a metric of your own, declare it here and use it in a view (README.md, Metrics):
 
-    ORDERS = Counter("orders_placed", "Orders placed.", ["currency"])
-    ORDERS.labels(currency="GBP").inc()
+    ORDERS_PLACED = Counter("orders_placed", "Orders placed.", ["currency"])
+    ORDERS_PLACED.labels(currency="GBP").inc()
 """
 
 import gzip
@@ -128,7 +128,8 @@ def _timed(wsgi_app, metrics_path):
         if environ.get("PATH_INFO") == metrics_path:
             return wsgi_app(environ, start_response)
         start = time.perf_counter()
-        # Unless the app starts a response, an exception escaped it (as in testing mode).
+        # Unless the app starts a response, an exception escaped Flask's handlers (as in
+        # testing mode): the request is counted as a 500, its route unknown.
         status = "500"
         rule = None
 
