@@ -1,3 +1,5 @@
+import pytest
+
 from {{ cookiecutter.package_name }} import __version__
 
 
@@ -18,25 +20,20 @@ def test_index_names_the_cloud_foundry_instance(app):
     assert app.test_client().get("/").json["instance"] == "3"
 
 
-def test_health_check(client):
-    response = client.get("/_status")
+@pytest.mark.parametrize(
+    ("method", "path", "status", "body"),
+    [
+        ("GET", "/_status", 200, {"status": "ok"}),
+        ("GET", "/no/such/page", 404, {"error": "Not Found"}),
+        ("POST", "/_status", 405, {"error": "Method Not Allowed"}),
+    ],
+    ids=["health-check", "unknown-path", "wrong-method"],
+)
+def test_answers_are_json(client, method, path, status, body):
+    response = client.open(path, method=method)
 
-    assert response.status_code == 200
-    assert response.json == {"status": "ok"}
-
-
-def test_unknown_path_is_a_json_404(client):
-    response = client.get("/no/such/page")
-
-    assert response.status_code == 404
-    assert response.json == {"error": "Not Found"}
-
-
-def test_wrong_method_is_a_json_405(client):
-    response = client.post("/_status")
-
-    assert response.status_code == 405
-    assert response.json == {"error": "Method Not Allowed"}
+    assert response.status_code == status
+    assert response.json == body
 
 
 def test_405_keeps_its_allow_header(client):
