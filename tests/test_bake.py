@@ -212,3 +212,12 @@ def test_bad_answer_stops_the_bake_and_leaves_nothing(tmp_path, capfd, answers, 
 
     assert message in capfd.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_alert_rules_check_and_pass_their_unit_tests(baked):
+    project, _ = baked
+    monitoring = project / "monitoring"
+
+    run(["promtool", "check", "rules", "alerts.yml"], cwd=monitoring)
+    result = run(["promtool", "test", "rules", "alerts_test.yml"], cwd=monitoring)
+    assert "SUCCESS" in result.stdout + result.stderr
