@@ -62,12 +62,17 @@ class Scraper(threading.Thread):
         self.name_to_sum = name
         self.totals = []
         self.failures = []
+        self.dropped = 0  # connections closed without an answer
         self._stop_event = threading.Event()
         self._deadline = time.monotonic() + limit_seconds
 
     def run(self):
         while not self._stop_event.is_set() and time.monotonic() < self._deadline:
-            response = self.service.request(self.metrics_path, headers=self.headers)
+            try:
+                response = self.service.request(self.metrics_path, headers=self.headers)
+            except OSError:
+                self.dropped += 1
+                continue
             if response.status != 200:
                 self.failures.append(response.status)
             else:
@@ -77,3 +82,4 @@ class Scraper(threading.Thread):
     def stop(self):
         self._stop_event.set()
         self.join(15)
+        assert not self.is_alive(), "the scraper did not stop"

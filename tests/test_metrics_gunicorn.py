@@ -65,6 +65,8 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
     assert total(final.body.decode(), "http_server_requests_total") == served
     assert total(final.body.decode(), "http_server_request_duration_seconds_count") == served
     assert scraper.failures == []
+    # At most the one scrape that the SIGKILLed worker was serving loses its connection.
+    assert scraper.dropped <= 1
     assert len(scraper.totals) > 10
     assert all(b >= a for a, b in zip(scraper.totals, scraper.totals[1:], strict=False))
     # Recycling happened many times, yet files track live workers only.
