@@ -110,6 +110,25 @@ def _alive(pid):
     return False
 
 
+def manifest_environment(python, port, home, tmpdir, **environ):
+    """The environment for the manifest's command: the project's Python first on PATH,
+    none of the caller's own service settings, and gunicorn bound to loopback."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PROMETHEUS_", "METRICS_", "GUNICORN_", "XDG_RUNTIME_DIR"))
+    }
+    env.update(
+        PATH=f"{python.parent}{os.pathsep}{env['PATH']}",
+        HOME=str(home),
+        TMPDIR=str(tmpdir),
+        PORT=str(port),
+        GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
+        **environ,
+    )
+    return env
+
+
 @contextlib.contextmanager
 def serve(project, python, tmp_path, workers=2, **environ):
     """Start the manifest's command with the project's Python environment on PATH.
@@ -121,20 +140,7 @@ def serve(project, python, tmp_path, workers=2, **environ):
     home = tmp_path / "home"
     tmpdir.mkdir()
     home.mkdir()
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PROMETHEUS_", "METRICS_", "GUNICORN_", "XDG_RUNTIME_DIR"))
-    }
-    env.update(
-        PATH=f"{python.parent}{os.pathsep}{env['PATH']}",
-        HOME=str(home),
-        TMPDIR=str(tmpdir),
-        PORT=str(port),
-        WEB_CONCURRENCY=str(workers),
-        GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
-        **environ,
-    )
+    env = manifest_environment(python, port, home, tmpdir, WEB_CONCURRENCY=str(workers), **environ)
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

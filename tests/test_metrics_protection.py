@@ -2,14 +2,13 @@
 
 import base64
 import json
-import os
 import subprocess
 
 import pytest
 
 from .conftest import bake
 from .prometheus_server import prometheus_scraping
-from .service import free_loopback_port, manifest_command, serve
+from .service import free_loopback_port, manifest_command, manifest_environment, serve
 
 APP_ID = "5b1c7a52-2f8e-4c1d-9e0b-7a3f6d2c8e41"
 VCAP_APPLICATION = json.dumps({"application_id": APP_ID, "application_name": "payments-api"})
@@ -100,15 +99,7 @@ def test_misconfiguration_stops_the_service(
     ip_whitelist_project, project_python, tmp_path, variable, value, message
 ):
     port = free_loopback_port()
-    env = {
-        **os.environ,
-        "PATH": f"{project_python.parent}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "TMPDIR": str(tmp_path),
-        "PORT": str(port),
-        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
-        variable: value,
-    }
+    env = manifest_environment(project_python, port, tmp_path, tmp_path, **{variable: value})
     result = subprocess.run(
         ["bash", "-c", manifest_command(ip_whitelist_project)],
         cwd=ip_whitelist_project,
