@@ -1,9 +1,11 @@
 import contextlib
+import os
 
 import pytest
 from prometheus_client import values
 
 from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.multiprocess import multiprocess_value_class
 
 
 @pytest.fixture
@@ -18,14 +20,16 @@ def client(app):
 
 @contextlib.contextmanager
 def worker(pid):
-    """Metrics created inside behave as if created in gunicorn worker `pid`.
+    """Metrics created inside behave as if created in gunicorn worker `pid`, or in
+    this process as a gunicorn worker if `pid` is None.
 
-    prometheus_client chooses where values live when a metric is created; its own
-    MultiProcessValue takes the process identifier, so one test process can play many
-    workers, each writing its own files under PROMETHEUS_MULTIPROC_DIR.
+    prometheus_client chooses where values live when a metric is created; the value
+    class takes the process identifier, so one test process can play many workers, each
+    writing its own files under PROMETHEUS_MULTIPROC_DIR.
     """
     single_process = values.ValueClass
-    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: pid)
+    identifier = os.getpid if pid is None else lambda: pid
+    values.ValueClass = multiprocess_value_class(process_identifier=identifier)
     try:
         yield
     finally:

@@ -1,11 +1,15 @@
 import fcntl
+import os
 import threading
+import warnings
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.mmap_dict import MmapedDict
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.multiprocess import (
+    INITIAL_FILE_SIZE,
     LockedCollector,
     _locked,
     mark_worker_dead,
@@ -45,6 +49,65 @@ def value(directory, name, **labels):
 
 def db_files(directory):
     return sorted(path.name for path in directory.glob("*.db"))
+
+
+def test_values_are_written_in_prometheus_clients_file_format(directory):
+    with worker(100):
+        gauge = Gauge("temperature", "Temperature.", ["room"], registry=None)
+        gauge.labels("hall").set(21.5)
+        gauge.labels("kitchen").inc(3)
+        gauge.labels("kitchen").dec(0.5)
+
+    values = MmapedDict.read_all_values_from_file(str(directory / "gauge_all_100.db"))
+
+    assert [(key, value) for key, value, _, _ in values] == [
+        ('["temperature", "temperature", {"room": "hall"}, "Temperature."]', 21.5),
+        ('["temperature", "temperature", {"room": "kitchen"}, "Temperature."]', 2.5),
+    ]
+
+
+def test_a_file_grows_past_its_first_size_and_keeps_every_value(directory):
+    labels = [f"label-{number:04}-" + "x" * 40 for number in range(2000)]
+    with worker(110):
+        counter = Counter("visits", "Visits.", ["page"], registry=None)
+        for number, label in enumerate(labels):
+            counter.labels(label).inc(number)
+
+    assert (directory / "counter_110.db").stat().st_size > INITIAL_FILE_SIZE
+    [visits] = scrape(directory).collect()
+    totals = {sample.labels["page"]: sample.value for sample in visits.samples}
+    assert totals == {label: number for number, label in enumerate(labels)}
+
+
+def test_a_reused_pid_goes_on_from_the_file_its_namesake_left(directory):
+    with worker(120):
+        Gauge("last", "Last.", ["kind"], registry=None).labels("a").set(4)
+    mark_worker_dead(120, directory)  # "all" gauges stay per process, file included
+
+    with worker(120):
+        last = Gauge("last", "Last.", ["kind"], registry=None)
+        assert last.labels("a")._value.get() == 4
+        last.labels("b").set(6)
+
+    assert scrape(directory).get_sample_value("last", {"kind": "a", "pid": "120"}) == 4
+    assert scrape(directory).get_sample_value("last", {"kind": "b", "pid": "120"}) == 6
+
+
+def test_a_forked_worker_writes_files_of_its_own(directory):
+    with worker(pid=None):
+        requests = Counter("requests", "Requests.", registry=None)
+    requests.inc()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads, as pytest's may be.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:
+        requests.inc(2)
+        os._exit(0)
+    os.waitpid(child, 0)
+
+    assert db_files(directory) == sorted([f"counter_{os.getpid()}.db", f"counter_{child}.db"])
+    assert value(directory, "requests_total") == 3
 
 
 def test_counters_and_histograms_stay_exact_as_workers_die(directory):
