@@ -5,7 +5,9 @@ import pytest
 from prometheus_client import values
 
 from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.multiprocess import multiprocess_value_class
+from {{ cookiecutter.package_name }}.multiprocess import (
+    multiprocess_value_class,
+)
 
 
 @pytest.fixture
