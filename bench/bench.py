@@ -1,12 +1,12 @@
 """Throughput and scrape cost of a baked service, as ratios measured in one run.
 
-Three apps answer the same JSON at / under the same gunicorn settings (2 workers,
-loopback, no access log): a bare Flask app (the baseline), the same app with
-prometheus-flask-exporter's GunicornInternalPrometheusMetrics, and the service this
-template bakes, with all its metrics on. wrk loads each in interleaved rounds, sync and
-gthread workers; the medians are printed as ratios to the bare app. Then the scrape
-latency of the exporter and of the baked service, fresh and after 400 worker recycles,
-with the number of metric files each leaves behind.
+Three apps serve the baked service's own views and settings at / under the same
+gunicorn settings (2 workers, loopback, no access log), and differ only in metrics: none
+(the baseline, "bare"), prometheus-flask-exporter's GunicornInternalPrometheusMetrics,
+and the metrics this template bakes, all of them on. wrk loads each in interleaved
+rounds, sync and gthread workers; the medians are printed as ratios to the bare app.
+Then the scrape latency of the exporter and of the baked service, fresh and after 400
+worker recycles, with the number of metric files each leaves behind.
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
 are also measured in instructions per request, under callgrind, which counts the same
@@ -39,31 +39,26 @@ TOKEN = "bench-token"
 # take turns on the same CPU: the figures then measure the CPU cost of a request.
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
-BODY = '{"instance": None, "service": "payments-api", "version": "0.1.0"}'
-
-BARE_APP = f"""
+# The baked service's views and settings without its metrics; {package} is filled in.
+BARE_APP = """
 from flask import Flask
 
-app = Flask(__name__)
+from {package} import views
+from {package}.config import settings_from_environ
 
-
-@app.get("/")
-def index():
-    return {BODY}
+app = Flask("{package}")
+app.config.from_mapping(settings_from_environ())
+app.register_blueprint(views.bp)
 """
 
-EXPORTER_APP = f"""
-from flask import Flask
+EXPORTER_APP = (
+    BARE_APP
+    + """
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
-app = Flask(__name__)
 metrics = GunicornInternalPrometheusMetrics(app)
-
-
-@app.get("/")
-def index():
-    return {BODY}
 """
+)
 
 # Settings every app shares; the baked service keeps its own hooks from gunicorn.conf.py.
 COMMON_SETTINGS = """
@@ -231,7 +226,7 @@ def throughput(apps, rounds, seconds, connections):
                     results[app.name].append(wrk(app.port, seconds, connections))
                 finally:
                     app.stop()
-        bare = results["bare-flask"]
+        bare = results["bare"]
         print(f"  {worker_class} workers (threads={threads}):")
         for app in apps:
             median = statistics.median(results[app.name])
@@ -272,7 +267,7 @@ def instructions(apps, fewer, more):
                 run_directory.mkdir()
                 counts.append(worker_instructions(app, requests, run_directory))
             per_request[app.name] = (counts[1] - counts[0]) / (more - fewer)
-    bare = per_request["bare-flask"]
+    bare = per_request["bare"]
     for app in apps:
         count = per_request[app.name]
         print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
@@ -314,10 +309,11 @@ def build(workdir):
         [python, "-m", "pip", "install", "--quiet", "-r", project / "requirements.txt", EXPORTER],
         check=True,
     )
-    (project / "bare_app.py").write_text(BARE_APP)
-    (project / "exporter_app.py").write_text(EXPORTER_APP)
+    package = next(project.glob("*/metrics.py")).parent.name
+    (project / "bare_app.py").write_text(BARE_APP.format(package=package))
+    (project / "exporter_app.py").write_text(EXPORTER_APP.format(package=package))
     return [
-        App("bare-flask", project, BARE_CONF, "bare_app:app", python),
+        App("bare", project, BARE_CONF, "bare_app:app", python),
         App("prometheus-flask-exporter", project, EXPORTER_CONF, "exporter_app:app", python),
         App(
             "baked service",
