@@ -80,6 +80,17 @@ class Service:
             time.sleep(0.1)
         raise AssertionError(f"{count} workers not up in {timeout}s:\n{self.log_text()}")
 
+    def wait_for_replacement(self, victim, workers, timeout=20):
+        """Wait until the master has replaced the dead worker `victim`: `workers` live
+        workers again, none of them `victim`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if victim not in pids and len(pids) == workers:
+                return pids
+            time.sleep(0.05)
+        raise AssertionError(f"worker {victim} not replaced:\n{self.log_text()}")
+
     def _answers(self):
         try:
             return self.request("/_status", timeout=2).status == 200

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -55,11 +54,7 @@ def test_killed_worker_is_replaced_and_handled(project, project_python, tmp_path
         victim, survivor = service.wait_for_workers(2)
 
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            victim in service.worker_pids() or len(service.worker_pids()) < 2
-        ):
-            time.sleep(0.1)
+        service.wait_for_replacement(victim, workers=2)
 
         assert victim not in service.worker_pids()
         assert survivor in service.worker_pids()

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -27,16 +26,6 @@ def project(cookies):
     return bake(cookies)
 
 
-def wait_for_replacement(service, victim, workers, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = service.worker_pids()
-        if victim not in pids and len(pids) == workers:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"worker {victim} not replaced:\n{service.log_text()}")
-
-
 def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, project_python, tmp_path):
     environ = {"GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS), "METRICS_BASIC_AUTH_TOKEN": TOKEN}
     with serve(project, project_python, tmp_path, workers=2, **environ) as service:
@@ -49,7 +38,7 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
         first = drive(service.url, ["/", "/_status", "/no/such/page"], REQUESTS_PER_PHASE // 4)
         victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for_replacement(service, victim, workers=2)
+        service.wait_for_replacement(victim, workers=2)
         second = drive(service.url, ["/", "/_status"], REQUESTS_PER_PHASE // 4)
         scraper.stop()
 
