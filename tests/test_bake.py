@@ -31,6 +31,17 @@ def project_files(project):
     return [path for path in project.rglob("*") if path.is_file()]
 
 
+def lint(project, python):
+    """The project's own pinned ruff: lint and format, as its CI runs them."""
+    ruff = python.parent / "ruff"
+    run([ruff, "check", "--no-cache", "."], cwd=project)
+    run([ruff, "format", "--no-cache", "--check", "."], cwd=project)
+
+
+def run_own_tests(project, python):
+    return run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+
+
 @pytest.fixture(params=COMBINATIONS, ids=combination_id)
 def baked(request, cookies):
     return bake(cookies, **request.param), request.param
@@ -58,14 +69,12 @@ def test_baked_files_parse(baked):
 
 def test_baked_project_passes_ruff(baked, project_python):
     project, _ = baked
-    ruff = project_python.parent / "ruff"
-    run([ruff, "check", "--no-cache", "."], cwd=project)
-    run([ruff, "format", "--no-cache", "--check", "."], cwd=project)
+    lint(project, project_python)
 
 
 def test_baked_project_passes_its_own_tests(baked, project_python):
     project, _ = baked
-    result = run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    result = run_own_tests(project, project_python)
     assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
     assert "failed" not in result.stdout
     assert "skipped" not in result.stdout
@@ -160,7 +169,7 @@ def test_other_answers_reach_the_project(cookies, project_python):
 
     assert (app["instances"], app["memory"]) == (5, "1G")
     assert app["env"]["PROMETHEUS_METRICS_PATH"] == "/internal/metrics"
-    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    run_own_tests(project, project_python)
 
 
 def test_longest_slug_still_passes_lint_and_tests(cookies, project_python):
@@ -168,9 +177,8 @@ def test_longest_slug_still_passes_lint_and_tests(cookies, project_python):
     assert len(slug) == 63
     project = bake(cookies, project_slug=slug)
 
-    run([project_python.parent / "ruff", "check", "--no-cache", "."], cwd=project)
-    run([project_python.parent / "ruff", "format", "--no-cache", "--check", "."], cwd=project)
-    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    lint(project, project_python)
+    run_own_tests(project, project_python)
 
 
 HOSTILE = {
@@ -191,8 +199,8 @@ def test_hostile_answers_bake_into_files_that_parse(cookies, project_python):
     assert readme.startswith(f"# {HOSTILE['project_name']}\n\n{HOSTILE['description']}\n")
     for path in project.rglob("*.yml"):
         yaml.safe_load(path.read_text(encoding="utf-8"))
-    run([project_python.parent / "ruff", "check", "--no-cache", "."], cwd=project)
-    run([project_python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    lint(project, project_python)
+    run_own_tests(project, project_python)
 
 
 @pytest.mark.parametrize(
