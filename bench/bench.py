@@ -1,11 +1,11 @@
 """Throughput and scrape cost of a baked service, as ratios measured in one run.
 
-Three apps serve the baked service's own views and settings at / under the same
+Four apps serve the baked service's own views and settings at / under the same
 gunicorn settings (2 workers, loopback, no access log), and differ only in metrics: none
 (the baseline, "bare"), prometheus-flask-exporter's GunicornInternalPrometheusMetrics,
-and the metrics this template bakes, all of them on. wrk loads each in interleaved
-rounds, sync and gthread workers; the medians are printed as ratios to the bare app.
-Then the scrape latency of the exporter and of the baked service, fresh and after 400
+GOV.UK's gds-metrics, and the metrics this template bakes, all of them on. wrk loads
+each in interleaved rounds, sync and gthread workers; the medians are printed as ratios
+to the bare app. Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind.
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
@@ -39,6 +39,7 @@ TOKEN = "bench-token"
 # take turns on the same CPU: the figures then measure the CPU cost of a request.
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
+GDS_METRICS = "gds-metrics==0.2.4"
 # The baked service's views and settings without its metrics; {package} is filled in.
 BARE_APP = """
 from flask import Flask
@@ -57,6 +58,15 @@ EXPORTER_APP = (
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 metrics = GunicornInternalPrometheusMetrics(app)
+"""
+)
+
+GDS_METRICS_APP = (
+    BARE_APP
+    + """
+from gds_metrics import GDSMetrics
+
+GDSMetrics().init_app(app)
 """
 )
 
@@ -91,6 +101,15 @@ def child_exit(server, worker):
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+"""
+)
+
+GDS_METRICS_CONF = (
+    COMMON_SETTINGS
+    + """
+
+# As gds-metrics documents it.
+from gds_metrics.gunicorn import child_exit
 """
 )
 
@@ -306,15 +325,27 @@ def build(workdir):
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
     subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "-r", project / "requirements.txt", EXPORTER],
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-r",
+            project / "requirements.txt",
+            EXPORTER,
+            GDS_METRICS,
+        ],
         check=True,
     )
     package = next(project.glob("*/metrics.py")).parent.name
     (project / "bare_app.py").write_text(BARE_APP.format(package=package))
     (project / "exporter_app.py").write_text(EXPORTER_APP.format(package=package))
+    (project / "gds_metrics_app.py").write_text(GDS_METRICS_APP.format(package=package))
     return [
         App("bare", project, BARE_CONF, "bare_app:app", python),
         App("prometheus-flask-exporter", project, EXPORTER_CONF, "exporter_app:app", python),
+        App("gds-metrics", project, GDS_METRICS_CONF, "gds_metrics_app:app", python),
         App(
             "baked service",
             project,
@@ -342,7 +373,7 @@ def describe_machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--recycles", type=int, default=400)
