@@ -29,6 +29,14 @@ class PrometheusServer:
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
+    def label_values(self, label, selector):
+        """The values of `label` on the series `selector` matches, as Grafana asks for them."""
+        query = urllib.parse.urlencode({"match[]": selector})
+        with urllib.request.urlopen(f"{self.url}/api/v1/label/{label}/values?{query}") as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
     def wait_for(self, expression, timeout=60):
         """Poll until the query returns a non-empty vector of numbers; return it."""
         deadline = time.monotonic() + timeout

@@ -65,6 +65,8 @@ def test_baked_files_parse(baked):
             yaml.safe_load(path.read_text(encoding="utf-8"))
         elif path.suffix == ".toml":
             tomllib.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_baked_project_passes_ruff(baked, project_python):
