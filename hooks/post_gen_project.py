@@ -1,10 +1,18 @@
-"""Tell the service team what to do next.
+"""Remove what the answers leave unused, and tell the service team what to do next.
 
 Deterministic on purpose: no git init, no network, no randomness, so that
 `cruft update` can run it again and get the same project.
 """
 
 import json
+import shutil
+from pathlib import Path
+
+
+def remove_unused(answers, project=Path()):
+    if answers["metrics_auth"] != "basic_auth":
+        # Prometheus sends no credentials to an IP whitelist: no secrets to keep.
+        shutil.rmtree(project / "monitoring" / "secrets")
 
 
 def next_steps(answers):
@@ -17,10 +25,13 @@ def next_steps(answers):
             "  .venv/bin/pytest && .venv/bin/ruff check .",
             "  .venv/bin/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:8000 wsgi:app",
             "  cf push",
-            "README.md explains how to protect the metrics endpoint and point Prometheus at it.",
+            "README.md explains how to protect the metrics endpoint; monitoring/ holds the",
+            "Prometheus configuration, alert rules and Grafana dashboard for the service.",
         ]
     )
 
 
 if __name__ == "__main__":
-    print(next_steps(json.loads(r"""{{ cookiecutter | tojson }}""")))
+    answers = json.loads(r"""{{ cookiecutter | tojson }}""")
+    remove_unused(answers)
+    print(next_steps(answers))

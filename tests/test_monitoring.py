@@ -1,18 +1,43 @@
-"""The monitoring kit uses only metrics that the running service exports."""
+"""The monitoring kit: its rules and dashboard use only what the running service exports,
+its dashboard queries answer from a real Prometheus, its scrape configuration runs in a
+real Prometheus against the service (on Cloud Foundry through a stand-in for the router),
+and its compose file and Grafana provisioning validate."""
 
+import contextlib
+import http.server
+import json
+import os
 import re
+import shutil
+import subprocess
+import threading
+import time
+import types
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
+import pytest
 import yaml
 
-from .conftest import bake
+from .conftest import TEMPLATE, bake, run
 from .load import SAMPLE, drive
-from .service import serve
+from .modern_prometheus import modern_prometheus_bin, version
+from .prometheus_server import prometheus_scraping
+from .service import free_loopback_port, serve
 
 TOKEN = "monitoring-test-token"
+APP_GUID = "5cdc7595-2e9b-4f62-8d5a-a86b92f2df0e"
+SLUG = "payments-api"
+SCHEMAS = TEMPLATE / "tests" / "schemas"
 # Metric names as they appear in PromQL; recording rules (with a colon) and Prometheus's
 # own `up` are not the service's.
 PROMQL_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 SERVICE_PREFIXES = ("http_server_", "process_", "app_")
+# What Grafana puts in place of the dashboard's variables when all values are selected.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$path": ".*"}
+LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+), (?P<label>\w+)\)")
 
 FAILING_ROUTE = """
 
@@ -22,9 +47,7 @@ def fail_on_purpose():
 """
 
 
-def names_in_rules(path):
-    groups = yaml.safe_load(path.read_text())["groups"]
-    expressions = [rule["expr"] for group in groups for rule in group["rules"]]
+def service_names(expressions):
     return {
         name
         for expression in expressions
@@ -33,11 +56,43 @@ def names_in_rules(path):
     }
 
 
-def test_every_metric_in_the_rules_is_exported(cookies, project_python, tmp_path):
-    project = bake(cookies)
+def rule_expressions(monitoring):
+    groups = yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+def dashboard(monitoring):
+    return json.loads((monitoring / "grafana-dashboard.json").read_text())
+
+
+def panel_expressions(board):
+    return [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+
+
+def variable_queries(board):
+    return [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+
+
+def as_grafana_sends(expression):
+    for variable, value in GRAFANA_VARIABLES.items():
+        expression = expression.replace(variable, value)
+    assert "$" not in expression, f"a dashboard variable the test does not know: {expression}"
+    return expression
+
+
+def failing_project(cookies, **answers):
+    project = bake(cookies, **answers)
     views = project / "payments_api" / "views.py"
     views.write_text(views.read_text() + FAILING_ROUTE)
-    used = names_in_rules(project / "monitoring" / "alerts.yml")
+    return project
+
+
+def test_every_metric_in_the_rules_and_the_dashboard_is_exported(cookies, project_python, tmp_path):
+    project = failing_project(cookies)
+    monitoring = project / "monitoring"
+    in_rules = service_names(rule_expressions(monitoring))
+    board = dashboard(monitoring)
+    in_dashboard = service_names(panel_expressions(board) + variable_queries(board))
 
     with serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service:
         drive(service.url, ["/", "/fail-on-purpose"], 10)
@@ -46,11 +101,331 @@ def test_every_metric_in_the_rules_is_exported(cookies, project_python, tmp_path
         ).body.decode()
 
     exported = {match["name"] for line in exposition.splitlines() if (match := SAMPLE.match(line))}
-    assert used >= {
+    assert in_rules >= {
         "http_server_requests_total",
         "http_server_request_duration_seconds_bucket",
         "http_server_exceptions_total",
         "http_server_requests_in_progress",
         "process_resident_memory_bytes",
     }
-    assert used - exported == set()
+    assert in_dashboard >= in_rules | {"process_cpu_seconds_total"}
+    assert in_rules - exported == set()
+    assert in_dashboard - exported == set()
+
+
+def test_dashboard_is_importable_and_provisionable(cookies):
+    board = dashboard(bake(cookies) / "monitoring")
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+
+    assert board["schemaVersion"] == 41  # Grafana 12.0, the version compose.yaml runs
+    assert "__inputs" not in board  # provisioning would not fill them in (grafana#10786)
+    assert len(board["uid"]) <= 40
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert {"instance", "path"} <= variables.keys()
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"] == datasource
+            assert variable["definition"] == variable["query"]["query"]
+    assert [panel["id"] for panel in board["panels"]] == list(range(1, len(board["panels"]) + 1))
+    for panel in board["panels"]:
+        assert panel["datasource"] == datasource, panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        for target in panel["targets"]:
+            assert target["datasource"] == datasource, panel["title"]
+            assert f'job="{SLUG}"' in target["expr"]
+            assert 'instance=~"$instance"' in target["expr"]
+    titles = " ".join(panel["title"].lower() for panel in board["panels"])
+    for subject in ("request rate", "error ratio", "duration", "in progress", "memory"):
+        assert subject in titles
+
+
+def test_dashboard_queries_answer_from_a_real_prometheus(cookies, project_python, tmp_path):
+    project = failing_project(cookies)
+    board = dashboard(project / "monitoring")
+    credentials = {"authorization": {"credentials": TOKEN}}
+
+    with (
+        serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service,
+        prometheus_scraping(service.port, tmp_path, jobs={SLUG: credentials}) as prometheus,
+    ):
+        for expression in panel_expressions(board):
+            # Rates need samples a second apart, so the load goes on between the polls.
+            deadline = time.monotonic() + 60
+            while not _answered(prometheus, as_grafana_sends(expression)):
+                assert time.monotonic() < deadline, f"no answer to {expression}"
+                drive(service.url, ["/", "/fail-on-purpose"], 3)
+                time.sleep(0.5)
+        for query in variable_queries(board):
+            match = LABEL_VALUES.fullmatch(as_grafana_sends(query))
+            values = prometheus.label_values(match["label"], match["selector"])
+            assert values, f"no values for the variable {query}"
+
+
+def _answered(prometheus, expression):
+    result = prometheus.query(expression)
+    return bool(result) and all(item["value"][1] not in ("NaN", "+Inf") for item in result)
+
+
+def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
+    monitoring = bake(cookies) / "monitoring"
+    compose = monitoring / "compose.yaml"
+    check = template_tool("check-jsonschema")
+    run([check, "--builtin-schema", "vendor.compose-spec", compose], cwd=monitoring)
+    provisioning = monitoring / "grafana"
+    datasources = provisioning / "datasources" / "prometheus.yml"
+    providers = provisioning / "dashboards" / "dashboards.yml"
+    run([check, "--schemafile", SCHEMAS / "grafana-datasources.json", datasources], cwd=monitoring)
+    run([check, "--schemafile", SCHEMAS / "grafana-dashboards.json", providers], cwd=monitoring)
+
+    # What the files name must exist, and the pieces must point at each other.
+    services = yaml.safe_load(compose.read_text())["services"]
+    mounts = {}
+    for service in services.values():
+        for volume in service["volumes"]:
+            source, target, *_ = volume.split(":")
+            if source.startswith("."):
+                assert (monitoring / source).exists(), f"compose.yaml mounts a missing {source}"
+                mounts[source] = target
+    assert mounts["./grafana"] == "/etc/grafana/provisioning"
+    [provider] = yaml.safe_load(providers.read_text())["providers"]
+    assert Path(mounts["./grafana-dashboard.json"]).parent == Path(provider["options"]["path"])
+    [datasource] = yaml.safe_load(datasources.read_text())["datasources"]
+    listen = next(
+        argument.split("=", 1)[1]
+        for argument in services["prometheus"]["command"]
+        if argument.startswith("--web.listen-address=")
+    )
+    assert datasource["url"] == f"http://{listen}"
+    assert all(service["network_mode"] == "host" for service in services.values())
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    assert mounts["."] == "/etc/prometheus"
+
+
+def test_run_prometheus_is_clean_shell(cookies, template_tool):
+    for auth in ("basic_auth", "ip_whitelist"):
+        project = bake(cookies, metrics_auth=auth)
+        run([template_tool("shellcheck"), "monitoring/run-prometheus"], cwd=project)
+
+
+def test_run_prometheus_refuses_what_it_cannot_run(cookies, tmp_path):
+    project = bake(cookies)
+    script = project / "monitoring" / "run-prometheus"
+    environ = {"PATH": os.environ["PATH"], "PROMETHEUS_DATA": str(tmp_path / "data")}
+
+    on_path = shutil.which("prometheus")
+    assert on_path, "needs Debian 12's prometheus on PATH (see .ci/run)"
+    assert version(on_path) < (2, 55), "needs a prometheus older than 2.55 on PATH"
+    old = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=30)
+    assert old.returncode == 1
+    assert "needs Prometheus 2.55.0 or later" in old.stderr  # Debian 12's is 2.42
+
+    modern = {**environ, "PATH": f"{modern_prometheus_bin()}{os.pathsep}{os.environ['PATH']}"}
+    tokenless = subprocess.run([script], env=modern, capture_output=True, text=True, timeout=30)
+    assert tokenless.returncode == 1
+    assert "set METRICS_BASIC_AUTH_TOKEN" in tokenless.stderr
+    assert not (project / "monitoring" / "secrets" / "local-metrics-token").exists()
+
+
+@pytest.mark.parametrize("auth", ["basic_auth", "ip_whitelist"])
+def test_scrape_config_reaches_the_local_service_and_each_cloudfoundry_instance(
+    cookies, project_python, tmp_path, auth
+):
+    instances = 3
+    project = bake(cookies, metrics_auth=auth, cf_instances=str(instances))
+    monitoring = project / "monitoring"
+    environ = {
+        # On Cloud Foundry the app's GUID comes in VCAP_APPLICATION, and is a token it takes.
+        "VCAP_APPLICATION": json.dumps({"application_id": APP_GUID}),
+        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+        "METRICS_IP_WHITELIST": "127.0.0.1",
+    }
+    with (
+        serve(project, project_python, tmp_path, **environ) as service,
+        cloudfoundry_router(service.url, APP_GUID, instances) as router,
+    ):
+        follow_the_readme_for_cloudfoundry(monitoring, router.address, auth)
+        # Two changes the test needs: the service listens on a free port rather than
+        # 8000, and the stand-in router speaks plain HTTP, as the real one does not.
+        config = monitoring / "prometheus.yml"
+        text = config.read_text()
+        assert text.count('"127.0.0.1:8000"') == 1
+        assert text.count("scheme: https") == instances
+        text = text.replace('"127.0.0.1:8000"', f'"127.0.0.1:{service.port}"')
+        config.write_text(text.replace("scheme: https", "scheme: http"))
+
+        with run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as prometheus:
+            # Now that run-prometheus has written the local token, every file it names exists.
+            promtool = modern_prometheus_bin() / "promtool"
+            run([promtool, "check", "config", config], cwd=monitoring)
+            deadline = time.monotonic() + 60
+            while len(up := prometheus.query(f'up{{job="{SLUG}"}} == 1')) < 1 + instances:
+                assert time.monotonic() < deadline, f"targets not all up: {prometheus.targets()}"
+                time.sleep(1)
+            rules = prometheus.rule_health()
+
+    assert {item["metric"]["instance"] for item in up} == {"local"} | {
+        f"{router.address}/{index}" for index in range(instances)
+    }
+    assert set(rules.values()) == {"ok"}, rules
+    assert router.refused == []
+    assert {header for header, _ in router.seen} == {
+        f"{APP_GUID}:{index}" for index in range(instances)
+    }
+    expected_authorization = {f"Bearer {APP_GUID}"} if auth == "basic_auth" else {None}
+    assert {authorization for _, authorization in router.seen} == expected_authorization
+
+
+def follow_the_readme_for_cloudfoundry(monitoring, route, auth):
+    """The steps README.md gives, with the router's address for the app's route."""
+    config = monitoring / "prometheus.yml"
+    config.write_text(config.read_text().replace("APP_GUID", APP_GUID))
+    if auth == "basic_auth":
+        (monitoring / "secrets" / "cf-metrics-token").write_text(APP_GUID)
+    else:
+        assert not (monitoring / "secrets").exists()
+    (monitoring / "cloudfoundry-targets.yml").write_text(f'- targets: ["{route}"]\n')
+
+
+@contextlib.contextmanager
+def run_prometheus(monitoring, tmp_path, **environ):
+    """monitoring/run-prometheus with a Prometheus 2.55 or later first on PATH."""
+    port = free_loopback_port()
+    log = tmp_path / "run-prometheus.log"
+    env = {
+        **os.environ,
+        "PATH": f"{modern_prometheus_bin()}{os.pathsep}{os.environ['PATH']}",
+        "PROMETHEUS_PORT": str(port),
+        "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
+        **environ,
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [monitoring / "run-prometheus"], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    prometheus = KitPrometheus(f"http://127.0.0.1:{port}", process, log)
+    try:
+        prometheus.wait_until_ready()
+        yield prometheus
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class KitPrometheus:
+    def __init__(self, url, process, log):
+        self.url = url
+        self.process = process
+        self.log = log
+
+    def get(self, path, **parameters):
+        query = urllib.parse.urlencode(parameters)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, expression):
+        return self.get("/api/v1/query", query=expression)["result"]
+
+    def targets(self):
+        return [
+            (target["labels"], target["health"], target["lastError"])
+            for target in self.get("/api/v1/targets")["activeTargets"]
+        ]
+
+    def rule_health(self):
+        return {
+            rule["name"]: rule["health"]
+            for group in self.get("/api/v1/rules")["groups"]
+            for rule in group["rules"]
+        }
+
+    def wait_until_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            assert time.monotonic() < deadline, f"Prometheus not ready:\n{self.log.read_text()}"
+            time.sleep(0.2)
+
+
+class _Router(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+@contextlib.contextmanager
+def cloudfoundry_router(service_url, app_guid, instances):
+    """A stand-in for Cloud Foundry's router, on loopback: it honours X-CF-APP-INSTANCE as
+    the Cloud Foundry documentation describes (routing-release, "How to use X-CF headers"):
+    "<app GUID>:<index>", a 400 with X-Cf-Routererror for a malformed value or an unknown
+    instance, and sends every instance's requests on to the one service."""
+    seen = []
+    refused = []
+    guid = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+    header_format = re.compile(rf"(?P<guid>{guid}):(?P<index>\d+)")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            header = self.headers.get("X-CF-APP-INSTANCE")
+            match = header_format.fullmatch(header or "")
+            if header is not None and match is None:
+                return self.refuse(header, "invalid_cf_app_instance_header")
+            if match and (match["guid"] != app_guid or int(match["index"]) >= instances):
+                return self.refuse(header, "unknown_route")
+            seen.append((header, self.headers.get("Authorization")))
+            forwarded = {
+                name: value
+                for name, value in self.headers.items()
+                if name.lower() in ("authorization", "accept", "accept-encoding")
+            }
+            request = urllib.request.Request(service_url + self.path, headers=forwarded)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.answer(response.status, response.headers, response.read())
+            except urllib.error.HTTPError as error:
+                self.answer(error.code, error.headers, error.read())
+
+        def answer(self, status, headers, body):
+            self.send_response(status)
+            for name in ("Content-Type", "Content-Encoding"):
+                if headers.get(name):
+                    self.send_header(name, headers[name])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def refuse(self, header, error):
+            refused.append((header, error))
+            body = b"400 Bad Request"
+            self.send_response(400)
+            self.send_header("X-Cf-Routererror", error)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *arguments):
+            pass
+
+    server = _Router(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    router = types.SimpleNamespace(
+        address=f"127.0.0.1:{server.server_address[1]}", seen=seen, refused=refused
+    )
+    try:
+        yield router
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
