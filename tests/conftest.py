@@ -1,6 +1,7 @@
 import importlib.util
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -8,6 +9,17 @@ import pytest
 
 TEMPLATE = Path(__file__).parents[1]
 SHARED = TEMPLATE.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hook_scripts_in_pytest_temp(tmp_path_factory):
+    """cookiecutter renders each hook into a temporary file that it never removes
+    (cookiecutter#886, closed as intended): keep them in this run's directory, which
+    pytest cleans, rather than leave two files in /tmp for every bake."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("hook-scripts"))
+    yield
+    tempfile.tempdir = saved
 
 
 def load_hook(name):
