@@ -4,8 +4,9 @@ Four apps serve the baked service's own views and settings at / under the same
 gunicorn settings (2 workers, loopback, no access log), and differ only in metrics: none
 (the baseline, "bare"), prometheus-flask-exporter's GunicornInternalPrometheusMetrics,
 GOV.UK's gds-metrics, and the metrics this template bakes, all of them on. wrk loads
-each in interleaved rounds, sync and gthread workers; the medians are printed as ratios
-to the bare app. Then the scrape latency of each app with metrics, fresh and after 400
+each in interleaved rounds, sync and gthread workers; the medians of requests per
+second and of the workers' CPU time per request are printed as ratios to the bare app.
+Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind.
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
@@ -220,7 +221,18 @@ def wrk(port, seconds, connections):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", output)
     if errors:
         raise RuntimeError(f"wrk saw errors:\n{output}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    per_second = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    requests = int(re.search(r"(\d+) requests in ", output).group(1))
+    return per_second, requests
+
+
+def cpu_seconds(pids):
+    """User and system CPU time the processes have used, from /proc/<pid>/stat."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def scrape_latency(app, scrapes):
@@ -236,25 +248,38 @@ def scrape_latency(app, scrapes):
 
 def throughput(apps, rounds, seconds, connections):
     print(f"\nThroughput of / (wrk -t2 -c{connections}, {rounds} interleaved rounds, {seconds} s)")
+    print("and the workers' CPU time per request (/proc/<pid>/stat): time the hypervisor")
+    print("gives other guests of a shared VM lowers throughput but is not counted in it")
     for worker_class, threads in (("sync", 1), ("gthread", 4)):
-        results = {app.name: [] for app in apps}
+        rates = {app.name: [] for app in apps}
+        cpu = {app.name: [] for app in apps}
         for _ in range(rounds):
             for app in apps:
                 app.start(worker_class, threads)
                 try:
-                    results[app.name].append(wrk(app.port, seconds, connections))
+                    workers = app.worker_pids()
+                    before = cpu_seconds(workers)
+                    rate, requests = wrk(app.port, seconds, connections)
+                    rates[app.name].append(rate)
+                    cpu[app.name].append((cpu_seconds(workers) - before) / requests)
                 finally:
                     app.stop()
-        bare = results["bare"]
         print(f"  {worker_class} workers (threads={threads}):")
         for app in apps:
-            median = statistics.median(results[app.name])
             # The ratio within each round, then their median: drift between rounds cancels.
-            ratios = [mine / base for mine, base in zip(results[app.name], bare, strict=True)]
+            speed = ratios(rates[app.name], rates["bare"])
+            cost = ratios(cpu["bare"], cpu[app.name])
             print(
-                f"    {app.name:<26} {median:9.0f} req/s   {statistics.median(ratios):5.3f} of bare"
-                f"   (rounds {min(ratios):.3f} to {max(ratios):.3f})"
+                f"    {app.name:<26} {statistics.median(rates[app.name]):6.0f} req/s "
+                f"{statistics.median(speed):5.3f} of bare (rounds {min(speed):.2f} to "
+                f"{max(speed):.2f})   {statistics.median(cpu[app.name]) * 1e6:5.0f} µs CPU "
+                f"{statistics.median(cost):5.3f} of bare's speed (rounds {min(cost):.2f} to "
+                f"{max(cost):.2f})"
             )
+
+
+def ratios(numerators, denominators):
+    return [mine / base for mine, base in zip(numerators, denominators, strict=True)]
 
 
 def worker_instructions(app, requests, output):
