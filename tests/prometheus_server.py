@@ -21,30 +21,48 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
 
-    def query(self, expression):
-        """The result vector of an instant query."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    def get(self, path, **parameters):
+        """The data of a successful answer from the HTTP API."""
+        url = f"{self.url}{path}?" + urllib.parse.urlencode(parameters)
         with urllib.request.urlopen(url, timeout=10) as response:
-            answer = json.load(response)
-        assert answer["status"] == "success", answer
-        return answer["data"]["result"]
-
-    def label_values(self, label, selector):
-        """The values of `label` on the series `selector` matches, as Grafana asks for them."""
-        query = urllib.parse.urlencode({"match[]": selector})
-        with urllib.request.urlopen(f"{self.url}/api/v1/label/{label}/values?{query}") as response:
             answer = json.load(response)
         assert answer["status"] == "success", answer
         return answer["data"]
 
-    def wait_for(self, expression, timeout=60):
-        """Poll until the query returns a non-empty vector of numbers; return it."""
+    def query(self, expression):
+        """The result vector of an instant query."""
+        return self.get("/api/v1/query", query=expression)["result"]
+
+    def label_values(self, label, selector):
+        """The values of `label` on the series `selector` matches, as Grafana asks for them."""
+        return self.get(f"/api/v1/label/{label}/values", **{"match[]": selector})
+
+    def targets(self):
+        return [
+            (target["labels"], target["health"], target["lastError"])
+            for target in self.get("/api/v1/targets")["activeTargets"]
+        ]
+
+    def rule_health(self):
+        return {
+            rule["name"]: rule["health"]
+            for group in self.get("/api/v1/rules")["groups"]
+            for rule in group["rules"]
+        }
+
+    def wait_for(self, expression, timeout=60, between_polls=None):
+        """Poll until the query returns a non-empty vector of numbers; return it.
+
+        `between_polls`, if given, runs before each wait (to keep load going, say).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             result = self.query(expression)
             if result and all(item["value"][1] not in ("NaN", "+Inf") for item in result):
                 return result
+            if between_polls:
+                between_polls()
             time.sleep(0.5)
         raise AssertionError(f"no result for {expression} in {timeout}s:\n{self.log.read_text()}")
 
@@ -75,18 +93,22 @@ def prometheus_scraping(target_port, tmp_path, jobs=None, **scrape_settings):
             }
         )
     )
-    log = tmp_path / "prometheus.log"
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with running_prometheus(command, port, tmp_path / "prometheus.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_prometheus(command, port, log, env=None):
+    """Run `command`, a Prometheus listening on 127.0.0.1:`port`, until it is ready; stop
+    it afterwards."""
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     server = PrometheusServer(process, port, log)
     try:
         deadline = time.monotonic() + 30

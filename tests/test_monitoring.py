@@ -24,7 +24,7 @@ import yaml
 from .conftest import TEMPLATE, bake, run
 from .load import SAMPLE, drive
 from .modern_prometheus import modern_prometheus_bin, version
-from .prometheus_server import prometheus_scraping
+from .prometheus_server import prometheus_scraping, running_prometheus
 from .service import free_loopback_port, serve
 
 TOKEN = "monitoring-test-token"
@@ -152,20 +152,14 @@ def test_dashboard_queries_answer_from_a_real_prometheus(cookies, project_python
     ):
         for expression in panel_expressions(board):
             # Rates need samples a second apart, so the load goes on between the polls.
-            deadline = time.monotonic() + 60
-            while not _answered(prometheus, as_grafana_sends(expression)):
-                assert time.monotonic() < deadline, f"no answer to {expression}"
-                drive(service.url, ["/", "/fail-on-purpose"], 3)
-                time.sleep(0.5)
+            prometheus.wait_for(
+                as_grafana_sends(expression),
+                between_polls=lambda: drive(service.url, ["/", "/fail-on-purpose"], 3),
+            )
         for query in variable_queries(board):
             match = LABEL_VALUES.fullmatch(as_grafana_sends(query))
             values = prometheus.label_values(match["label"], match["selector"])
             assert values, f"no values for the variable {query}"
-
-
-def _answered(prometheus, expression):
-    result = prometheus.query(expression)
-    return bool(result) and all(item["value"][1] not in ("NaN", "+Inf") for item in result)
 
 
 def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
@@ -288,11 +282,9 @@ def follow_the_readme_for_cloudfoundry(monitoring, route, auth):
     (monitoring / "cloudfoundry-targets.yml").write_text(f'- targets: ["{route}"]\n')
 
 
-@contextlib.contextmanager
 def run_prometheus(monitoring, tmp_path, **environ):
     """monitoring/run-prometheus with a Prometheus 2.55 or later first on PATH."""
     port = free_loopback_port()
-    log = tmp_path / "run-prometheus.log"
     env = {
         **os.environ,
         "PATH": f"{modern_prometheus_bin()}{os.pathsep}{os.environ['PATH']}",
@@ -300,64 +292,8 @@ def run_prometheus(monitoring, tmp_path, **environ):
         "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
         **environ,
     }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [monitoring / "run-prometheus"], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    prometheus = KitPrometheus(f"http://127.0.0.1:{port}", process, log)
-    try:
-        prometheus.wait_until_ready()
-        yield prometheus
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class KitPrometheus:
-    def __init__(self, url, process, log):
-        self.url = url
-        self.process = process
-        self.log = log
-
-    def get(self, path, **parameters):
-        query = urllib.parse.urlencode(parameters)
-        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
-            answer = json.load(response)
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def query(self, expression):
-        return self.get("/api/v1/query", query=expression)["result"]
-
-    def targets(self):
-        return [
-            (target["labels"], target["health"], target["lastError"])
-            for target in self.get("/api/v1/targets")["activeTargets"]
-        ]
-
-    def rule_health(self):
-        return {
-            rule["name"]: rule["health"]
-            for group in self.get("/api/v1/rules")["groups"]
-            for rule in group["rules"]
-        }
-
-    def wait_until_ready(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.process.poll() is None, self.log.read_text()
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            assert time.monotonic() < deadline, f"Prometheus not ready:\n{self.log.read_text()}"
-            time.sleep(0.2)
+    command = [monitoring / "run-prometheus"]
+    return running_prometheus(command, port, tmp_path / "run-prometheus.log", env=env)
 
 
 class _Router(http.server.ThreadingHTTPServer):
