@@ -172,7 +172,7 @@ class App:
         """Keep-alive would pin every wrk connection to the first worker up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            booted = self.log.read_text().count("Booting worker")
+            booted = len(self.worker_pids())
             if booted >= self.workers and self.get("/") is not None:
                 time.sleep(0.5)  # let the second worker finish importing the app
                 return
@@ -190,7 +190,7 @@ class App:
             return None
 
     def recycles(self):
-        return self.log.read_text().count("Booting worker") - self.workers
+        return len(self.worker_pids()) - self.workers
 
     def worker_pids(self):
         return [
