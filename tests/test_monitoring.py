@@ -253,11 +253,15 @@ def test_scrape_config_reaches_the_local_service_and_each_cloudfoundry_instance(
             # Now that run-prometheus has written the local token, every file it names exists.
             promtool = modern_prometheus_bin() / "promtool"
             run([promtool, "check", "config", config], cwd=monitoring)
+            # Prometheus spreads both the first scrapes and the first rule evaluation over
+            # the 15 s intervals, so wait for each: a rule is "unknown" until evaluated.
             deadline = time.monotonic() + 60
             while len(up := prometheus.query(f'up{{job="{SLUG}"}} == 1')) < 1 + instances:
                 assert time.monotonic() < deadline, f"targets not all up: {prometheus.targets()}"
                 time.sleep(1)
-            rules = prometheus.rule_health()
+            while "unknown" in (rules := prometheus.rule_health()).values():
+                assert time.monotonic() < deadline, f"rules not all evaluated: {rules}"
+                time.sleep(1)
 
     assert {item["metric"]["instance"] for item in up} == {"local"} | {
         f"{router.address}/{index}" for index in range(instances)
