@@ -2,8 +2,12 @@
 
 Debian 12's `prometheus` (2.42, which .ci/run installs for the other tests) rejects
 http_headers. When the one on PATH is too old, Debian unstable's packages are fetched
-over HTTPS from the Debian archive, checked against the SHA-256 sums of its index, and
-unpacked (not installed) under build/tools, where later runs find them.
+from the Debian archive and checked as apt checks them: the suite's InRelease file must
+carry a good signature from a key in the machine's debian-archive-keyring, the package
+index must match the SHA-256 sum InRelease gives, and each package the sum the index
+gives. They are then unpacked (not installed) under build/tools, where later runs find
+them. Unlike apt, Valid-Until is not enforced: the archive mirror reachable here serves
+a fixed snapshot whose InRelease is past that date.
 """
 
 import hashlib
@@ -18,6 +22,7 @@ OLDEST = (2, 55)
 ARCHIVE = "https://deb.debian.org/debian"
 SUITE = "unstable"
 PACKAGES = ("prometheus", "promtool")
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 TOOLS = Path(__file__).resolve().parents[1] / "build" / "tools"
 
 
@@ -36,7 +41,8 @@ def modern_prometheus_bin():
         return Path(on_path).parent
     unpacked = TOOLS / f"prometheus-{SUITE}"
     binaries = unpacked / "usr" / "bin"
-    if not (binaries / "prometheus").exists() or not (binaries / "promtool").exists():
+    fetched = [unpacked / "InRelease", *(binaries / name for name in PACKAGES)]
+    if not all(path.exists() for path in fetched):
         _fetch(unpacked)
     found = version(binaries / "prometheus")
     assert found[:2] >= OLDEST, f"Debian {SUITE} has Prometheus {found}, older than {OLDEST}"
@@ -44,25 +50,24 @@ def modern_prometheus_bin():
 
 
 def _fetch(destination):
-    architecture = subprocess.run(
-        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    index = f"{ARCHIVE}/dists/{SUITE}/main/binary-{architecture}/Packages.xz"
-    with urllib.request.urlopen(index, timeout=120) as response:
-        stanzas = lzma.decompress(response.read()).decode().split("\n\n")
+    signed = _download(f"{ARCHIVE}/dists/{SUITE}/InRelease")
+    release = verified_release(signed)
+    index = package_index()
+    packages = _download(f"{ARCHIVE}/dists/{SUITE}/{index}")
+    check_sha256(index, packages, release_sha256(release, index))
+    stanzas = lzma.decompress(packages).decode().split("\n\n")
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for package in PACKAGES:
         fields = _stanza(stanzas, package)
-        with urllib.request.urlopen(f"{ARCHIVE}/{fields['Filename']}", timeout=300) as response:
-            content = response.read()
-        digest = hashlib.sha256(content).hexdigest()
-        assert digest == fields["SHA256"], f"{fields['Filename']}: SHA-256 {digest} does not match"
+        content = _download(f"{ARCHIVE}/{fields['Filename']}")
+        check_sha256(fields["Filename"], content, fields["SHA256"])
         deb = staging / f"{package}.deb"
         deb.write_bytes(content)
         subprocess.run(["dpkg-deb", "--extract", deb, staging], check=True)
         deb.unlink()
+    (staging / "InRelease").write_bytes(signed)  # kept as the record of what was checked
     shutil.rmtree(destination, ignore_errors=True)
     staging.rename(destination)
 
@@ -75,3 +80,45 @@ def _stanza(stanzas, package):
         if fields.get("Package") == package:
             return fields
     raise AssertionError(f"Debian {SUITE} has no package {package}")
+
+
+def package_index():
+    """The path, under the suite's directory, of the index of this machine's packages."""
+    architecture = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return f"main/binary-{architecture}/Packages.xz"
+
+
+def _download(url):
+    with urllib.request.urlopen(url, timeout=300) as response:
+        return response.read()
+
+
+def verified_release(signed):
+    """The text of an InRelease file whose signature gpgv accepts; only the signed part."""
+    assert KEYRING.exists(), f"{KEYRING} is missing: apt-get install debian-archive-keyring"
+    gpgv = subprocess.run(
+        ["gpgv", "--keyring", KEYRING, "--output", "-", "-"], input=signed, capture_output=True
+    )
+    assert gpgv.returncode == 0, (
+        f"InRelease is not signed by a Debian archive key:\n{gpgv.stderr.decode()}"
+    )
+    return gpgv.stdout.decode()
+
+
+def release_sha256(release, path):
+    """The SHA-256 sum an InRelease text gives for `path`."""
+    section = release.partition("\nSHA256:\n")[2]
+    for line in section.splitlines():
+        if not line.startswith(" "):
+            break
+        digest, _size, name = line.split()
+        if name == path:
+            return digest
+    raise AssertionError(f"InRelease of Debian {SUITE} lists no SHA-256 sum for {path}")
+
+
+def check_sha256(name, content, expected):
+    digest = hashlib.sha256(content).hexdigest()
+    assert digest == expected, f"{name}: SHA-256 {digest}, expected {expected}"
