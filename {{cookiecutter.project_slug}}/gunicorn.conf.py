@@ -49,7 +49,12 @@ def child_exit(server, worker):
     """Every dead worker, however it died: fold its metrics into the aggregate files."""
     from {{ cookiecutter.package_name }} import multiprocess
 
-    multiprocess.mark_worker_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        multiprocess.mark_worker_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    except Exception:
+        # An error here would stop gunicorn's master, and with it every worker. The dead
+        # worker's files stay where they are, and scrapes go on counting them.
+        server.log.exception("Could not fold the metrics of dead worker %s", worker.pid)
 
 
 def on_exit(server):

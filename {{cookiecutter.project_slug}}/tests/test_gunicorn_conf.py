@@ -1,4 +1,6 @@
+import logging
 import runpy
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,3 +79,17 @@ def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
     conf["child_exit"](server=None, worker=SimpleNamespace(pid=4242))
 
     assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]
+
+
+def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(metrics_dir, caplog):
+    metrics_dir.mkdir()
+    # A file that says it holds 64 bytes of values, with a first key longer than that.
+    corrupt = metrics_dir / "counter_4243.db"
+    corrupt.write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    conf = load()
+    server = SimpleNamespace(log=logging.getLogger("gunicorn.error"))
+
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4243))
+
+    assert "Could not fold the metrics of dead worker 4243" in caplog.text
+    assert corrupt.exists()

@@ -154,6 +154,19 @@ def test_a_reused_pid_starts_from_zero_and_is_folded_again(directory):
     assert value(directory, "duration_count") == 7
 
 
+def test_a_worker_killed_before_sizing_its_files_leaves_nothing_behind(directory):
+    serve_requests(310, [0.2] * 2)
+    mark_worker_dead(310, directory)
+    (directory / "counter_311.db").touch()
+    (directory / "histogram_311.db").touch()
+
+    mark_worker_dead(311, directory)
+
+    assert value(directory, "requests_total", code="200") == 2
+    assert value(directory, "duration_count") == 2
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+
+
 def test_live_gauges_go_with_their_worker(directory):
     with worker(400):
         Gauge("in_progress", "In progress.", multiprocess_mode="livesum", registry=None).set(2)

@@ -230,8 +230,13 @@ def mark_worker_dead(pid, path):
     with _locked(directory, fcntl.LOCK_EX):
         for prefix in FOLDED_PREFIXES:
             dead = directory / f"{prefix}_{pid}.db"
-            if dead.exists():
+            if not dead.exists():
+                continue
+            if dead.stat().st_size:
                 _fold(dead, directory / f"{prefix}_{AGGREGATE_ID}.db")
+            else:
+                # Killed between creating its file and sizing it: there is nothing to fold.
+                dead.unlink()
         for mode in LIVE_GAUGE_MODES:
             (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
 
