@@ -53,8 +53,12 @@ def _fetch(destination):
     signed = _download(f"{ARCHIVE}/dists/{SUITE}/InRelease")
     release = verified_release(signed)
     index = package_index()
-    packages = _download(f"{ARCHIVE}/dists/{SUITE}/{index}")
-    check_sha256(index, packages, release_sha256(release, index))
+    digest = release_sha256(release, index)
+    # By its sum, as apt does (Acquire-By-Hash): the archive may publish a newer index
+    # under the plain name between the two downloads.
+    by_hash = f"{index.rpartition('/')[0]}/by-hash/SHA256/{digest}"
+    packages = _download(f"{ARCHIVE}/dists/{SUITE}/{by_hash}")
+    check_sha256(index, packages, digest)
     stanzas = lzma.decompress(packages).decode().split("\n\n")
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
