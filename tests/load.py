@@ -1,5 +1,6 @@
 """Bounded load and scraping against a service on loopback: every loop stops by itself."""
 
+import http.client
 import re
 import threading
 import time
@@ -70,7 +71,8 @@ class Scraper(threading.Thread):
         while not self._stop_event.is_set() and time.monotonic() < self._deadline:
             try:
                 response = self.service.request(self.metrics_path, headers=self.headers)
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # A worker killed mid-answer may have sent its headers and part of the body.
                 self.dropped += 1
                 continue
             if response.status != 200:

@@ -1,6 +1,7 @@
 """Run a baked service under real gunicorn, the way Cloud Foundry starts it, on loopback."""
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -47,7 +48,6 @@ class Service:
     log: Path
     tmpdir: Path
     home: Path
-    seen_workers: set = field(default_factory=set)
 
     @property
     def url(self):
@@ -92,9 +92,11 @@ class Service:
         raise AssertionError(f"worker {victim} not replaced:\n{self.log_text()}")
 
     def _answers(self):
+        # A probe is never abandoned while a worker may still answer it: an abandoned one
+        # would be counted in the metrics after a test has taken its baseline.
         try:
-            return self.request("/_status", timeout=2).status == 200
-        except OSError:
+            return self.request("/_status", timeout=START_TIMEOUT).status == 200
+        except (OSError, http.client.HTTPException):
             return False
 
     def stop(self):

@@ -1,8 +1,10 @@
 """Metrics of the baked service under real gunicorn: exact, monotonic, compact, valid."""
 
+import contextlib
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -36,8 +38,7 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
         scraper = Scraper(service, "/metrics", "http_server_requests_total", headers=AUTH)
         scraper.start()
         first = drive(service.url, ["/", "/_status", "/no/such/page"], REQUESTS_PER_PHASE // 4)
-        victim = service.worker_pids()[0]
-        os.kill(victim, signal.SIGKILL)
+        victim = kill_a_worker(service)
         service.wait_for_replacement(victim, workers=2)
         second = drive(service.url, ["/", "/_status"], REQUESTS_PER_PHASE // 4)
         scraper.stop()
@@ -63,6 +64,16 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
     assert len(db_files) <= 2 * FILES_PER_WORKER + AGGREGATE_FILES, db_files
     assert "counter_aggregate.db" in db_files
     assert "Traceback" not in service.log_text()
+
+
+def kill_a_worker(service):
+    """SIGKILL a live worker and return its pid; workers recycle all the while, so the
+    one picked may have exited by itself before the signal, and then the next one is."""
+    for pid in service.worker_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    raise AssertionError(f"no live worker to kill:\n{service.log_text()}")
 
 
 def test_promtool_accepts_the_exposition(project, project_python, tmp_path):
@@ -101,17 +112,29 @@ def test_worker_process_figures_and_app_info(project, project_python, tmp_path):
     with serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service:
         pids = {str(pid) for pid in service.worker_pids()}
         drive(service.url, ["/"], 100)
-        body = service.request("/metrics", headers=AUTH).body.decode()
+        # Each worker samples its figures once it has loaded the app, which the one that
+        # answered readiness has, but the other may still be doing on a busy machine.
+        deadline = time.monotonic() + 30
+        while (memory_pids := memory_sample_pids(body := metrics_text(service))) != pids:
+            assert time.monotonic() < deadline, f"{memory_pids} sampled, workers {pids}"
+            time.sleep(0.2)
 
-    memory_pids = {
-        line.split('pid="')[1].split('"')[0]
-        for line in body.splitlines()
-        if line.startswith("process_resident_memory_bytes{")
-    }
     assert memory_pids == pids
     assert total(body, "process_open_fds") > 0
     assert total(body, "process_cpu_seconds_total") > 0
     assert 'app_info{name="payments-api",python_version="' in body
+
+
+def metrics_text(service):
+    return service.request("/metrics", headers=AUTH).body.decode()
+
+
+def memory_sample_pids(body):
+    return {
+        line.split('pid="')[1].split('"')[0]
+        for line in body.splitlines()
+        if line.startswith("process_resident_memory_bytes{")
+    }
 
 
 def test_prometheus_scrapes_the_service(project, project_python, tmp_path):
@@ -124,9 +147,12 @@ def test_prometheus_scrapes_the_service(project, project_python, tmp_path):
         drive(service.url, ["/", "/_status"], 50)
 
         requests = prometheus.wait_for('sum(http_server_requests_total{path="/"}) >= 100')
+        # A rate over 10 s goes to zero (and the quantile to NaN) 10 s after the load, so
+        # requests go on between polls.
         quantile = prometheus.wait_for(
             "histogram_quantile(0.9, sum by (le) "
-            "(rate(http_server_request_duration_seconds_bucket[10s])))"
+            "(rate(http_server_request_duration_seconds_bucket[10s])))",
+            between_polls=lambda: drive(service.url, ["/"], 1, clients=1),
         )
 
     assert float(requests[0]["value"][1]) >= 100

@@ -255,10 +255,12 @@ def test_scrape_config_reaches_the_local_service_and_each_cloudfoundry_instance(
             run([promtool, "check", "config", config], cwd=monitoring)
             # Prometheus spreads both the first scrapes and the first rule evaluation over
             # the 15 s intervals, so wait for each: a rule is "unknown" until evaluated.
-            deadline = time.monotonic() + 60
+            # A first scrape that fails is retried 15 s later, hence the long deadlines.
+            deadline = time.monotonic() + 90
             while len(up := prometheus.query(f'up{{job="{SLUG}"}} == 1')) < 1 + instances:
                 assert time.monotonic() < deadline, f"targets not all up: {prometheus.targets()}"
                 time.sleep(1)
+            deadline = time.monotonic() + 60
             while "unknown" in (rules := prometheus.rule_health()).values():
                 assert time.monotonic() < deadline, f"rules not all evaluated: {rules}"
                 time.sleep(1)
