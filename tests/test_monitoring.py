@@ -1,7 +1,8 @@
 """The monitoring kit: its rules and dashboard use only what the running service exports,
 its dashboard queries answer from a real Prometheus, its scrape configuration runs in a
 real Prometheus against the service (on Cloud Foundry through a stand-in for the router),
-and its compose file and Grafana provisioning validate."""
+its dashboard type-checks against Grafana's own types, and its compose file and Grafana
+provisioning validate."""
 
 import contextlib
 import http.server
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from .conftest import TEMPLATE, bake, run
+from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
 from .modern_prometheus import modern_prometheus_bin, version
 from .prometheus_server import prometheus_scraping, running_prometheus
@@ -127,7 +129,6 @@ def test_dashboard_is_importable_and_provisionable(cookies):
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"] == datasource
-            assert variable["definition"] == variable["query"]["query"]
     assert [panel["id"] for panel in board["panels"]] == list(range(1, len(board["panels"]) + 1))
     for panel in board["panels"]:
         assert panel["datasource"] == datasource, panel["title"]
@@ -139,6 +140,40 @@ def test_dashboard_is_importable_and_provisionable(cookies):
     titles = " ".join(panel["title"].lower() for panel in board["panels"])
     for subject in ("request rate", "error ratio", "duration", "in progress", "memory"):
         assert subject in titles
+
+
+def as_typescript(board):
+    """The dashboard as TypeScript values typed with Grafana's own dashboard types."""
+    types = grafana_types() / "types"
+    lines = [
+        f'import type {{ Dashboard, TimeSeriesFieldConfig, TimeSeriesOptions }} from "{types}";',
+        f"export const dashboard: Dashboard = {json.dumps(board, indent=2)};",
+    ]
+    for panel in board["panels"]:
+        assert panel["type"] == "timeseries", "types.ts types time series panels only"
+        number = panel["id"]
+        options = json.dumps(panel["options"])
+        custom = json.dumps(panel["fieldConfig"]["defaults"]["custom"])
+        lines.append(f"export const options{number}: TimeSeriesOptions = {options};")
+        lines.append(f"export const custom{number}: TimeSeriesFieldConfig = {custom};")
+    return "\n".join(lines) + "\n"
+
+
+def test_dashboard_matches_grafanas_own_types(cookies, tmp_path):
+    board = dashboard(bake(cookies) / "monitoring")
+
+    status, output = typecheck(as_typescript(board), tmp_path)
+    assert status == 0, output
+
+    # The check catches a misspelt panel field, an option value Grafana does not know,
+    # and a variable setting out of range.
+    board["panels"][0]["gridPoss"] = board["panels"][0].pop("gridPos")
+    board["panels"][1]["fieldConfig"]["defaults"]["custom"]["showPoints"] = "sometimes"
+    board["templating"]["list"][1]["refresh"] = 7
+    status, output = typecheck(as_typescript(board), tmp_path)
+    assert status != 0
+    for mistake in ('"gridPoss"', '"sometimes"', "Type '7'"):
+        assert mistake in output, output
 
 
 def test_dashboard_queries_answer_from_a_real_prometheus(cookies, project_python, tmp_path):
@@ -193,6 +228,8 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
     )
     assert datasource["url"] == f"http://{listen}"
     assert all(service["network_mode"] == "host" for service in services.values())
+    # The Grafana that runs is the one whose types the dashboard is checked against.
+    assert services["grafana"]["image"] == f"grafana/grafana:{grafana_version()}"
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
     assert mounts["."] == "/etc/prometheus"
 

@@ -1,0 +1,57 @@
+"""Grafana's published dashboard types (@grafana/schema) and TypeScript, from npm.
+
+tests/grafana holds the package and lock files and types.ts; they are installed with
+`npm ci` (which checks every package against the lock's integrity sums) under
+build/tools, where later runs find them, and installed again when the lock changes.
+"""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent / "grafana"
+FILES = ("package.json", "package-lock.json", "types.ts")
+INSTALLED = Path(__file__).resolve().parents[1] / "build" / "tools" / "grafana-types"
+
+
+def grafana_types():
+    """The directory holding types.ts, with its packages installed beside it."""
+    npm = shutil.which("npm")
+    assert npm, "npm is not installed: apt-get install nodejs npm (see .ci/run)"
+    lock = (SOURCE / "package-lock.json").read_bytes()
+    installed_lock = INSTALLED / "node_modules" / ".lock-installed"
+    if not installed_lock.exists() or installed_lock.read_bytes() != lock:
+        shutil.rmtree(INSTALLED, ignore_errors=True)
+        INSTALLED.mkdir(parents=True)
+        for name in FILES:
+            shutil.copy(SOURCE / name, INSTALLED / name)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=INSTALLED,
+            check=True,
+            timeout=300,
+        )
+        installed_lock.write_bytes(lock)
+    shutil.copy(SOURCE / "types.ts", INSTALLED / "types.ts")
+    return INSTALLED
+
+
+def grafana_version():
+    """The Grafana release whose types these are."""
+    return json.loads((SOURCE / "package.json").read_text())["dependencies"]["@grafana/schema"]
+
+
+def typecheck(source, directory):
+    """Run tsc, strict, on `source` written to `directory`; return (exit code, output)."""
+    checked = directory / "check.ts"
+    checked.write_text(source)
+    tsc = grafana_types() / "node_modules" / ".bin" / "tsc"
+    flags = ["--noEmit", "--strict", "--module", "esnext", "--moduleResolution", "bundler"]
+    result = subprocess.run(
+        [tsc, *flags, "--target", "es2022", checked],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result.returncode, result.stdout + result.stderr
