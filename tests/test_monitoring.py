@@ -120,7 +120,6 @@ def test_dashboard_is_importable_and_provisionable(cookies):
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
 
-    assert board["schemaVersion"] == 41  # what Grafana 11.6 writes; later ones migrate it
     assert "__inputs" not in board  # provisioning would not fill them in (grafana#10786)
     assert len(board["uid"]) <= 40
     assert variables["datasource"]["type"] == "datasource"
@@ -140,6 +139,10 @@ def test_dashboard_is_importable_and_provisionable(cookies):
     titles = " ".join(panel["title"].lower() for panel in board["panels"])
     for subject in ("request rate", "error ratio", "duration", "in progress", "memory"):
         assert subject in titles
+
+
+# Where @grafana/schema sets the defaults of a new dashboard, schemaVersion among them.
+DEFAULT_DASHBOARD = "dist/esm/raw/dashboard/x/dashboard_types.gen.mjs"
 
 
 def as_typescript(board):
@@ -164,6 +167,10 @@ def test_dashboard_matches_grafanas_own_types(cookies, tmp_path):
 
     status, output = typecheck(as_typescript(board), tmp_path)
     assert status == 0, output
+    # The schema version is the one that Grafana writes (and later ones migrate from).
+    defaults = grafana_types() / "node_modules" / "@grafana" / "schema" / DEFAULT_DASHBOARD
+    declared = re.search(r"\bschemaVersion: (\d+),", defaults.read_text())
+    assert board["schemaVersion"] == int(declared[1])
 
     # The check catches a misspelt panel field, an option value Grafana does not know,
     # and a variable setting out of range.
