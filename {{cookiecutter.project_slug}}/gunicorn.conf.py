@@ -52,8 +52,8 @@ def child_exit(server, worker):
     try:
         multiprocess.mark_worker_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
     except Exception:
-        # An error here would stop gunicorn's master, and with it every worker. The dead
-        # worker's files stay where they are, and scrapes go on counting them.
+        # An error here would stop gunicorn's master, and with it every worker. The files
+        # not yet folded stay where they are, and scrapes go on counting them.
         server.log.exception("Could not fold the metrics of dead worker %s", worker.pid)
 
 

@@ -228,17 +228,20 @@ def mark_worker_dead(pid, path):
     """Fold a dead worker's values into the aggregate files and remove its files."""
     directory = Path(path)
     with _locked(directory, fcntl.LOCK_EX):
-        for prefix in FOLDED_PREFIXES:
-            dead = directory / f"{prefix}_{pid}.db"
-            if not dead.exists():
-                continue
-            if dead.stat().st_size:
-                _fold(dead, directory / f"{prefix}_{AGGREGATE_ID}.db")
-            else:
-                # Killed between creating its file and sizing it: there is nothing to fold.
-                dead.unlink()
-        for mode in LIVE_GAUGE_MODES:
-            (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
+        try:
+            for prefix in FOLDED_PREFIXES:
+                dead = directory / f"{prefix}_{pid}.db"
+                if not dead.exists():
+                    continue
+                if dead.stat().st_size:
+                    _fold(dead, directory / f"{prefix}_{AGGREGATE_ID}.db")
+                else:
+                    # Killed between creating its file and sizing it: nothing to fold.
+                    dead.unlink()
+        finally:
+            # Even if a fold failed: a dead worker has no requests in progress.
+            for mode in LIVE_GAUGE_MODES:
+                (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
 
 
 def _fold(dead, aggregate):
