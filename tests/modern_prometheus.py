@@ -3,7 +3,8 @@
 Debian 12's `prometheus` (2.42, which .ci/run installs for the other tests) rejects
 http_headers. When the one on PATH is too old, Debian unstable's packages are fetched
 from the Debian archive and checked as apt checks them: the suite's InRelease file must
-carry a good signature from a key in the machine's debian-archive-keyring, the package
+carry a good signature from an unexpired, unrevoked key in the machine's
+debian-archive-keyring and be for this suite; from its signed text only, the package
 index must match the SHA-256 sum InRelease gives, and each package the sum the index
 gives. They are then unpacked (not installed) under build/tools, where later runs find
 them. Unlike apt, Valid-Until is not enforced: the archive mirror reachable here serves
@@ -15,6 +16,7 @@ import lzma
 import re
 import shutil
 import subprocess
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +24,7 @@ OLDEST = (2, 55)
 ARCHIVE = "https://deb.debian.org/debian"
 SUITE = "unstable"
 PACKAGES = ("prometheus", "promtool")
+STATUS = "[GNUPG:] "  # how gpgv's machine-readable status lines begin
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 TOOLS = Path(__file__).resolve().parents[1] / "build" / "tools"
 
@@ -100,15 +103,35 @@ def _download(url):
 
 
 def verified_release(signed):
-    """The text of an InRelease file whose signature gpgv accepts; only the signed part."""
-    assert KEYRING.exists(), f"{KEYRING} is missing: apt-get install debian-archive-keyring"
-    gpgv = subprocess.run(
-        ["gpgv", "--keyring", KEYRING, "--output", "-", "-"], input=signed, capture_output=True
-    )
-    assert gpgv.returncode == 0, (
-        f"InRelease is not signed by a Debian archive key:\n{gpgv.stderr.decode()}"
-    )
-    return gpgv.stdout.decode()
+    """The signed text of an InRelease file, if apt would trust it: signed by a key in the
+    Debian archive keyring, none of whose signatures is bad, for the suite asked for.
+
+    Like apt, gpgv's exit code is not enough: gpgv accepts signatures by expired or
+    revoked keys, which its status lines tell apart (GOODSIG against EXPKEYSIG or
+    REVKEYSIG). The checks raise rather than assert, so that `python -O` keeps them.
+    """
+    if not KEYRING.exists():
+        raise AssertionError(f"{KEYRING} is missing: apt-get install debian-archive-keyring")
+    with tempfile.TemporaryDirectory() as scratch:
+        text = Path(scratch) / "Release"
+        gpgv = subprocess.run(
+            ["gpgv", "--status-fd", "1", "--keyring", KEYRING, "--output", text, "-"],
+            input=signed,
+            capture_output=True,
+        )
+        statuses = [
+            line.split()[1] for line in gpgv.stdout.decode().splitlines() if line.startswith(STATUS)
+        ]
+        if gpgv.returncode != 0 or "GOODSIG" not in statuses or "BADSIG" in statuses:
+            raise AssertionError(
+                f"InRelease is not signed by a Debian archive key (gpgv: {' '.join(statuses)}):"
+                f"\n{gpgv.stderr.decode()}"
+            )
+        release = text.read_text()
+    suite = re.search(r"^Suite: (\S+)$", release, re.MULTILINE)
+    if not suite or suite[1] != SUITE:
+        raise AssertionError(f"InRelease is for suite {suite and suite[1]}, not {SUITE}")
+    return release
 
 
 def release_sha256(release, path):
@@ -125,4 +148,5 @@ def release_sha256(release, path):
 
 def check_sha256(name, content, expected):
     digest = hashlib.sha256(content).hexdigest()
-    assert digest == expected, f"{name}: SHA-256 {digest}, expected {expected}"
+    if digest != expected:
+        raise AssertionError(f"{name}: SHA-256 {digest}, expected {expected}")
