@@ -1,8 +1,9 @@
 """Grafana's published dashboard types (@grafana/schema) and TypeScript, from npm.
 
 tests/grafana holds the package and lock files and types.ts; they are installed with
-`npm ci` (which checks every package against the lock's integrity sums) under
-build/tools, where later runs find them, and installed again when the lock changes.
+`npm ci` (which checks every package against the lock's integrity sums, and the lock
+against package.json) under build/tools, where later runs find them, and installed again
+when either file changes.
 """
 
 import json
@@ -11,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "grafana"
-FILES = ("package.json", "package-lock.json", "types.ts")
+MANIFESTS = ("package.json", "package-lock.json")
 INSTALLED = Path(__file__).resolve().parents[1] / "build" / "tools" / "grafana-types"
 
 
@@ -19,12 +20,15 @@ def grafana_types():
     """The directory holding types.ts, with its packages installed beside it."""
     npm = shutil.which("npm")
     assert npm, "npm is not installed: apt-get install nodejs npm (see .ci/run)"
-    lock = (SOURCE / "package-lock.json").read_bytes()
-    installed_lock = INSTALLED / "node_modules" / ".lock-installed"
-    if not installed_lock.exists() or installed_lock.read_bytes() != lock:
-        shutil.rmtree(INSTALLED, ignore_errors=True)
+    # What was installed from: written last, inside node_modules, which npm ci empties
+    # first, so an install that failed half-way is never taken for a finished one.
+    wanted = b"".join((SOURCE / name).read_bytes() for name in MANIFESTS)
+    installed_from = INSTALLED / "node_modules" / ".installed-from"
+    if not installed_from.exists() or installed_from.read_bytes() != wanted:
+        if INSTALLED.exists():
+            shutil.rmtree(INSTALLED)
         INSTALLED.mkdir(parents=True)
-        for name in FILES:
+        for name in MANIFESTS:
             shutil.copy(SOURCE / name, INSTALLED / name)
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -32,7 +36,7 @@ def grafana_types():
             check=True,
             timeout=300,
         )
-        installed_lock.write_bytes(lock)
+        installed_from.write_bytes(wanted)
     shutil.copy(SOURCE / "types.ts", INSTALLED / "types.ts")
     return INSTALLED
 
