@@ -63,6 +63,8 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
     assert booted >= 2 + completed // (2 * MAX_REQUESTS)
     assert len(db_files) <= 2 * FILES_PER_WORKER + AGGREGATE_FILES, db_files
     assert "counter_aggregate.db" in db_files
+    # The signal reached a live worker, not one that had just exited by itself.
+    assert f"Worker (pid:{victim}) was sent SIGKILL!" in service.log_text()
     assert "Traceback" not in service.log_text()
 
 
