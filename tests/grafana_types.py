@@ -6,6 +6,7 @@ against package.json) under build/tools, where later runs find them, and install
 when either file changes.
 """
 
+import functools
 import json
 import shutil
 import subprocess
@@ -16,8 +17,10 @@ MANIFESTS = ("package.json", "package-lock.json")
 INSTALLED = Path(__file__).resolve().parents[1] / "build" / "tools" / "grafana-types"
 
 
+@functools.cache
 def grafana_types():
-    """The directory holding types.ts, with its packages installed beside it."""
+    """The directory holding types.ts, with its packages installed beside it; checked (and
+    installed if need be) once per test run."""
     npm = shutil.which("npm")
     assert npm, "npm is not installed: apt-get install nodejs npm (see .ci/run)"
     # What was installed from: written last, inside node_modules, which npm ci empties

@@ -11,6 +11,7 @@ them. Unlike apt, Valid-Until is not enforced: the archive mirror reachable here
 a fixed snapshot whose InRelease is past that date.
 """
 
+import functools
 import hashlib
 import lzma
 import re
@@ -37,8 +38,10 @@ def version(binary):
     return tuple(int(part) for part in found.groups())
 
 
+@functools.cache
 def modern_prometheus_bin():
-    """A directory holding `prometheus` and `promtool`, both 2.55 or later."""
+    """A directory holding `prometheus` and `promtool`, both 2.55 or later; found (and
+    fetched if need be) once per test run."""
     on_path = shutil.which("prometheus")
     if on_path and shutil.which("promtool") and version(on_path)[:2] >= OLDEST:
         return Path(on_path).parent
