@@ -1,15 +1,16 @@
 import fcntl
+import mmap
 import os
+import struct
 import threading
+import time
 import warnings
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.mmap_dict import MmapedDict
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.multiprocess import (
-    INITIAL_FILE_SIZE,
     LockedCollector,
     _locked,
     mark_worker_dead,
@@ -47,36 +48,18 @@ def value(directory, name, **labels):
     return scrape(directory).get_sample_value(name, labels) or 0.0
 
 
+def total(directory, name):
+    """The sum of every sample called `name`, over all label sets."""
+    return sum(
+        sample.value
+        for metric in scrape(directory).collect()
+        for sample in metric.samples
+        if sample.name == name
+    )
+
+
 def db_files(directory):
     return sorted(path.name for path in directory.glob("*.db"))
-
-
-def test_values_are_written_in_prometheus_clients_file_format(directory):
-    with worker(100):
-        gauge = Gauge("temperature", "Temperature.", ["room"], registry=None)
-        gauge.labels("hall").set(21.5)
-        gauge.labels("kitchen").inc(3)
-        gauge.labels("kitchen").dec(0.5)
-
-    values = MmapedDict.read_all_values_from_file(str(directory / "gauge_all_100.db"))
-
-    assert [(key, value) for key, value, _, _ in values] == [
-        ('["temperature", "temperature", {"room": "hall"}, "Temperature."]', 21.5),
-        ('["temperature", "temperature", {"room": "kitchen"}, "Temperature."]', 2.5),
-    ]
-
-
-def test_a_file_grows_past_its_first_size_and_keeps_every_value(directory):
-    labels = [f"label-{number:04}-" + "x" * 40 for number in range(2000)]
-    with worker(110):
-        counter = Counter("visits", "Visits.", ["page"], registry=None)
-        for number, label in enumerate(labels):
-            counter.labels(label).inc(number)
-
-    assert (directory / "counter_110.db").stat().st_size > INITIAL_FILE_SIZE
-    [visits] = scrape(directory).collect()
-    totals = {sample.labels["page"]: sample.value for sample in visits.samples}
-    assert totals == {label: number for number, label in enumerate(labels)}
 
 
 def test_a_reused_pid_goes_on_from_the_file_its_namesake_left(directory):
@@ -244,6 +227,80 @@ def test_scrapes_racing_worker_deaths_never_go_backwards(directory):
     assert len(totals) > 10
     assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
     assert value(directory, "requests_total", code="200") == deaths
+
+
+def fork(child):
+    """Run `child()` in a forked process, which exits when it returns; return its pid."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads, as pytest's may be.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        try:
+            child()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def add_label_sets(pid, count, pause_every=None):
+    """Worker `pid` adds `count` new label sets, one at a time, incrementing each: every
+    new label set makes prometheus_client append to the file and update its header.
+    With `pause_every`, it pauses a millisecond after so many, so that scrapes see the
+    file at many sizes."""
+
+    def child():
+        with worker(pid):
+            requests = Counter("requests", "Requests.", ["key"], registry=None)
+            for key in range(count):
+                requests.labels(str(key)).inc()
+                if pause_every and key % pause_every == 0:
+                    time.sleep(0.001)
+
+    return fork(child)
+
+
+def exited(pid):
+    return os.waitpid(pid, os.WNOHANG) != (0, 0)
+
+
+def test_a_growing_file_never_shows_fewer_bytes_used(directory):
+    """Scrapes read as many of a worker's values as its file's header says are there; a
+    header that reads 0, even for an instant, hides all of them (client_python #315)."""
+    writer = add_label_sets(900, 100_000)
+    path = directory / "counter_900.db"
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.stat().st_size):
+        assert time.monotonic() < deadline, "no file written"
+    reads = 0
+    went_down = []
+    with path.open("rb") as file:
+        header = mmap.mmap(file.fileno(), 8, prot=mmap.PROT_READ)
+        last = 0
+        while not exited(writer) and time.monotonic() < deadline:
+            for _ in range(10_000):
+                used = struct.unpack_from("i", header)[0]
+                if used < last:
+                    went_down.append((last, used))
+                last = used
+            reads += 10_000
+        header.close()
+
+    assert reads > 100_000
+    assert went_down == []
+
+
+def test_scrapes_never_go_backwards_while_a_worker_adds_label_sets(directory):
+    writer = add_label_sets(910, 3_000, pause_every=30)
+    totals = []
+    deadline = time.monotonic() + 30
+    while not exited(writer):
+        assert time.monotonic() < deadline, "the writer did not finish"
+        totals.append(total(directory, "requests_total"))
+
+    assert len(totals) > 20
+    assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
+    assert total(directory, "requests_total") == 3_000
 
 
 def test_reset_directory_empties_a_previous_run(directory):

@@ -25,7 +25,8 @@ from prometheus_client.metrics_core import Metric
 from . import __version__, multiprocess
 from .metrics_auth import MetricsAccess
 
-# Names compatible with GOV.UK's gds-metrics, so existing dashboards keep working.
+# The names and method, path and code labels of GOV.UK's gds-metrics (README.md says what
+# a gds-metrics dashboard needs to change).
 REQUEST_DURATION = Histogram(
     "http_server_request_duration_seconds",
     "Time spent serving HTTP requests, by method, route template and status code.",
