@@ -7,7 +7,8 @@ GOV.UK's gds-metrics, and the metrics this template bakes, all of them on. wrk l
 each in interleaved rounds, sync and gthread workers; the medians of requests per
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
-worker recycles, with the number of metric files each leaves behind.
+worker recycles, with the number of metric files each leaves behind; and the cost of a
+scrape at scale, 2 to 16 workers' files (scrape_scale.py).
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
 are also measured in instructions per request, under callgrind, which counts the same
@@ -41,7 +42,7 @@ TOKEN = "bench-token"
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
-PARTS = ("throughput", "instructions", "scrape")
+PARTS = ("throughput", "instructions", "scrape", "scale")
 # The baked service's views and settings without its metrics; {package} is filled in.
 BARE_APP = """
 from flask import Flask
@@ -352,6 +353,17 @@ def scrape_cost(apps, recycles, scrapes):
         )
 
 
+def scrape_scale(app):
+    """scrape_scale.py, run by the baked project's Python on files its workers would write."""
+    package = next(app.directory.glob("*/metrics.py")).parent.name
+    subprocess.run(
+        [app.python, Path(__file__).with_name("scrape_scale.py"), package],
+        cwd=app.directory,
+        env={**os.environ, "PYTHONPATH": str(app.directory)},
+        check=True,
+    )
+
+
 def build(workdir):
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
     environment = workdir / "venv"
@@ -440,6 +452,8 @@ def main():
             print("\nInstructions per request: not measured, valgrind is not installed")
         if "scrape" in args.parts:
             scrape_cost(apps[1:], args.recycles, args.scrapes)
+        if "scale" in args.parts:
+            scrape_scale(apps[-1])
 
 
 if __name__ == "__main__":
