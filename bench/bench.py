@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,10 @@ from pathlib import Path
 from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TEMPLATE))
+# The tests' way of starting gunicorn and finding its workers, so that both agree.
+from tests.service import Gunicorn, free_loopback_port  # noqa: E402
+
 TOKEN = "bench-token"
 # With two or more CPUs, gunicorn runs on one and wrk on another, so that they do not
 # take turns on the same CPU: the figures then measure the CPU cost of a request.
@@ -117,14 +120,6 @@ from gds_metrics.gunicorn import child_exit
 )
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class App:
     def __init__(self, name, directory, conf_template, module, python, headers=None):
         self.name = name
@@ -133,10 +128,10 @@ class App:
         self.conf_template = conf_template
         self.module = module
         self.python = python
-        self.process = None
+        self.gunicorn = None
 
     def start(self, worker_class="sync", threads=1, max_requests=0, workers=2, wrapper=()):
-        self.port = free_port()
+        self.port = free_loopback_port()
         self.workers = workers
         self.metrics_dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         conf = self.directory / f"bench-{self.name}.conf.py"
@@ -158,27 +153,16 @@ class App:
             "METRICS_BASIC_AUTH_TOKEN": TOKEN,
         }
         command = [self.python.parent / "gunicorn", "--config", conf, self.module]
-        self.log = self.directory / f"bench-{self.name}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*wrapper, *command] if wrapper else pinned(command, SERVER_CPU),
-                cwd=self.directory,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_until_all_workers_booted()
-
-    def _wait_until_all_workers_booted(self, timeout=600):
-        """Keep-alive would pin every wrk connection to the first worker up."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            booted = len(self.worker_pids())
-            if booted >= self.workers and self.get("/") is not None:
-                time.sleep(0.5)  # let the second worker finish importing the app
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()}")
+        self.gunicorn = Gunicorn(
+            [*wrapper, *command] if wrapper else pinned(command, SERVER_CPU),
+            self.directory,
+            env,
+            self.directory / f"bench-{self.name}.log",
+        )
+        # Keep-alive would pin every wrk connection to the first worker up. Under
+        # valgrind a worker takes minutes to boot.
+        self.gunicorn.wait_for_workers(workers, lambda: self.get("/") is not None, timeout=600)
+        time.sleep(0.5)  # let the last worker finish importing the app
 
     def get(self, path):
         url = f"http://127.0.0.1:{self.port}{path}"
@@ -191,19 +175,16 @@ class App:
             return None
 
     def recycles(self):
-        return len(self.worker_pids()) - self.workers
+        return len(self.gunicorn.booted_pids()) - self.workers
 
     def worker_pids(self):
-        return [
-            int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log.read_text())
-        ]
+        return self.gunicorn.worker_pids()
 
     def metric_files(self):
         return len(list(self.metrics_dir.glob("*.db")))
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
+        self.gunicorn.stop(timeout=60)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 TEMPLATE = Path(__file__).parents[1]
-SHARED = TEMPLATE.parent / "shared"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,45 +1,31 @@
 """Grafana's published dashboard types (@grafana/schema) and TypeScript, from npm.
 
-tests/grafana holds the package and lock files and types.ts; they are installed with
-`npm ci` (which checks every package against the lock's integrity sums, and the lock
-against package.json) under build/tools, where later runs find them, and installed again
-when either file changes.
+tests/grafana holds the package and lock files and types.ts. `make test` installs the
+packages with `npm ci` (which checks each against the lock's integrity sums) into
+build/tools/grafana-types, again whenever either file changes; the tests only use them.
 """
 
-import functools
 import json
 import shutil
 import subprocess
 from pathlib import Path
+
+from .tools import missing, require
 
 SOURCE = Path(__file__).resolve().parent / "grafana"
 MANIFESTS = ("package.json", "package-lock.json")
 INSTALLED = Path(__file__).resolve().parents[1] / "build" / "tools" / "grafana-types"
 
 
-@functools.cache
 def grafana_types():
-    """The directory holding types.ts, with its packages installed beside it; checked (and
-    installed if need be) once per test run."""
-    npm = shutil.which("npm")
-    assert npm, "npm is not installed: apt-get install nodejs npm (see .ci/run)"
-    # What was installed from: written last, inside node_modules, which npm ci empties
-    # first, so an install that failed half-way is never taken for a finished one.
-    wanted = b"".join((SOURCE / name).read_bytes() for name in MANIFESTS)
-    installed_from = INSTALLED / "node_modules" / ".installed-from"
-    if not installed_from.exists() or installed_from.read_bytes() != wanted:
-        if INSTALLED.exists():
-            shutil.rmtree(INSTALLED)
-        INSTALLED.mkdir(parents=True)
-        for name in MANIFESTS:
-            shutil.copy(SOURCE / name, INSTALLED / name)
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=INSTALLED,
-            check=True,
-            timeout=300,
-        )
-        installed_from.write_bytes(wanted)
+    """The directory holding types.ts, with its packages installed beside it."""
+    require("npm")
+    # The Makefile copies the manifests in, runs npm ci, and writes .installed last.
+    current = (INSTALLED / ".installed").exists() and all(
+        (INSTALLED / name).read_bytes() == (SOURCE / name).read_bytes() for name in MANIFESTS
+    )
+    if not current:
+        missing("Grafana's types are not installed from tests/grafana: run make test")
     shutil.copy(SOURCE / "types.ts", INSTALLED / "types.ts")
     return INSTALLED
 

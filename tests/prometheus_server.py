@@ -1,8 +1,7 @@
-"""A real Prometheus server (Debian's `prometheus`) on loopback, scraping a baked service."""
+"""A real Prometheus server on loopback, scraping a baked service."""
 
 import contextlib
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -11,6 +10,7 @@ import urllib.request
 import yaml
 
 from .service import free_loopback_port
+from .tools import require
 
 SCRAPE_INTERVAL = "1s"
 
@@ -74,8 +74,7 @@ def prometheus_scraping(target_port, tmp_path, jobs=None, **scrape_settings):
     `jobs` maps job names to their extra scrape settings (credentials, say); without it,
     one job called "service" has `scrape_settings`.
     """
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed: apt-get install prometheus (see .ci/run)"
+    binary = require("prometheus")
     port = free_loopback_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(

@@ -41,41 +41,41 @@ class Response:
         return json.loads(self.body)
 
 
-@dataclass
-class Service:
-    process: subprocess.Popen
-    port: int
-    log: Path
-    tmpdir: Path
-    home: Path
+class Gunicorn:
+    """A gunicorn master started by `command` in a session of its own, writing its log to
+    `log`; its workers are known by the pids it logs as it boots them. The tests and the
+    benchmarks both start gunicorn through this."""
 
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def request(self, path, method="GET", headers=None, timeout=10):
-        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Response(response.status, dict(response.headers), response.read())
-        except urllib.error.HTTPError as error:
-            return Response(error.code, dict(error.headers), error.read())
+    def __init__(self, command, cwd, env, log):
+        self.log = log
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log_text(self):
         return self.log.read_text(errors="replace")
 
-    def worker_pids(self):
-        """Pids of the workers the master booted and has not reported exiting."""
-        text = self.log_text()
-        booted = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", text)]
-        return [pid for pid in booted if _alive(pid)]
+    def booted_pids(self):
+        """Pids of every worker the master has booted, the dead included."""
+        return [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log_text())]
 
-    def wait_for_workers(self, count, timeout=START_TIMEOUT):
-        """Wait until `count` workers are up, so that load spreads over all of them."""
+    def worker_pids(self):
+        """Pids of the workers the master booted that are still alive."""
+        return [pid for pid in self.booted_pids() if _alive(pid)]
+
+    def wait_for_workers(self, count, ready, timeout=START_TIMEOUT):
+        """Wait until `count` workers are up and `ready()` is true, so that load spreads
+        over all of them; return their pids."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"gunicorn exited:\n{self.log_text()}"
-            if len(self.worker_pids()) >= count and self._answers():
+            if len(self.worker_pids()) >= count and ready():
                 return self.worker_pids()
             time.sleep(0.1)
         raise AssertionError(f"{count} workers not up in {timeout}s:\n{self.log_text()}")
@@ -91,6 +91,43 @@ class Service:
             time.sleep(0.05)
         raise AssertionError(f"worker {victim} not replaced:\n{self.log_text()}")
 
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM the master, as Cloud Foundry does, and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                raise AssertionError(f"gunicorn ignored SIGTERM:\n{self.log_text()}") from None
+        return self.process.returncode
+
+
+class Service(Gunicorn):
+    """A baked service started with its manifest's command, on loopback `port`."""
+
+    def __init__(self, command, cwd, env, log, port, tmpdir, home):
+        super().__init__(command, cwd, env, log)
+        self.port = port
+        self.tmpdir = tmpdir
+        self.home = home
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, path, method="GET", headers=None, timeout=10):
+        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Response(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return Response(error.code, dict(error.headers), error.read())
+
+    def wait_for_workers(self, count, ready=None, timeout=START_TIMEOUT):
+        return super().wait_for_workers(count, ready or self._answers, timeout)
+
     def _answers(self):
         # A probe is never abandoned while a worker may still answer it: an abandoned one
         # would be counted in the metrics after a test has taken its baseline.
@@ -98,18 +135,6 @@ class Service:
             return self.request("/_status", timeout=START_TIMEOUT).status == 200
         except (OSError, http.client.HTTPException):
             return False
-
-    def stop(self):
-        """SIGTERM the master, as Cloud Foundry does, and return its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-                raise AssertionError(f"gunicorn ignored SIGTERM:\n{self.log_text()}") from None
-        return self.process.returncode
 
 
 def _alive(pid):
@@ -143,8 +168,9 @@ def manifest_environment(python, port, home, tmpdir, **environ):
 
 
 @contextlib.contextmanager
-def serve(project, python, tmp_path, workers=2, **environ):
-    """Start the manifest's command with the project's Python environment on PATH.
+def serve(project, python, tmp_path, workers=2, wrapper=(), **environ):
+    """Start the manifest's command with the project's Python environment on PATH, run
+    by `wrapper` (a command that takes the command to run as its last arguments), if any.
 
     Only the bind address changes: GUNICORN_CMD_ARGS keeps the server on loopback.
     """
@@ -154,21 +180,11 @@ def serve(project, python, tmp_path, workers=2, **environ):
     tmpdir.mkdir()
     home.mkdir()
     env = manifest_environment(python, port, home, tmpdir, WEB_CONCURRENCY=str(workers), **environ)
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            ["bash", "-c", manifest_command(project)],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    service = Service(process, port, log, tmpdir, home)
+    command = [*wrapper, "bash", "-c", manifest_command(project)]
+    service = Service(command, project, env, tmp_path / "gunicorn.log", port, tmpdir, home)
     try:
         service.wait_for_workers(workers)
         yield service
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(AssertionError):
-                service.stop()
+        with contextlib.suppress(AssertionError):
+            service.stop()

@@ -12,7 +12,8 @@ import yaml
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
-from .conftest import SHARED, TEMPLATE, bake, run
+from .conftest import TEMPLATE, bake, run
+from .tools import require
 
 CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 COMBINATIONS = [
@@ -20,7 +21,8 @@ COMBINATIONS = [
     for values in itertools.product(CHOICES["python_version"], CHOICES["metrics_auth"])
 ]
 LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"{{|}}|{%|%}|cookiecutter\.")
-MANIFEST_SCHEMA = SHARED / "schemas" / "cloudfoundry-application-manifest.json"
+# SchemaStore's, copied in: tests/schemas/README.md says from where.
+MANIFEST_SCHEMA = TEMPLATE / "tests" / "schemas" / "cloudfoundry-application-manifest.json"
 
 
 def combination_id(answers):
@@ -103,7 +105,6 @@ def test_manifest_follows_the_answers(baked):
 
 def test_manifest_is_valid_for_cloud_foundry(baked, template_tool):
     project, _ = baked
-    assert MANIFEST_SCHEMA.exists(), f"the Cloud Foundry manifest schema is missing: {SHARED}"
     run(
         [template_tool("check-jsonschema"), "--schemafile", MANIFEST_SCHEMA, "manifest.yml"],
         cwd=project,
@@ -228,6 +229,7 @@ def test_alert_rules_check_and_pass_their_unit_tests(baked):
     project, _ = baked
     monitoring = project / "monitoring"
 
-    run(["promtool", "check", "rules", "alerts.yml"], cwd=monitoring)
-    result = run(["promtool", "test", "rules", "alerts_test.yml"], cwd=monitoring)
+    promtool = require("promtool")
+    run([promtool, "check", "rules", "alerts.yml"], cwd=monitoring)
+    result = run([promtool, "test", "rules", "alerts_test.yml"], cwd=monitoring)
     assert "SUCCESS" in result.stdout + result.stderr

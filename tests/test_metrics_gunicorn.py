@@ -12,6 +12,7 @@ from .conftest import bake
 from .load import Scraper, drive, total
 from .prometheus_server import prometheus_scraping
 from .service import serve
+from .tools import require
 
 TOKEN = "integration-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -90,7 +91,7 @@ def test_promtool_accepts_the_exposition(project, project_python, tmp_path):
     assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
     # promtool reads the classic text format; prometheus_client's OpenMetrics parser is strict.
     result = subprocess.run(
-        ["promtool", "check", "metrics"], input=text.body, capture_output=True, timeout=30
+        [require("promtool"), "check", "metrics"], input=text.body, capture_output=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
     parse = (

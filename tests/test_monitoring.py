@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -25,9 +24,9 @@ import yaml
 from .conftest import TEMPLATE, bake, run
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
-from .modern_prometheus import modern_prometheus_bin, version
 from .prometheus_server import prometheus_scraping, running_prometheus
 from .service import free_loopback_port, serve
+from .tools import require
 
 TOKEN = "monitoring-test-token"
 APP_GUID = "5cdc7595-2e9b-4f62-8d5a-a86b92f2df0e"
@@ -241,25 +240,34 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
     assert mounts["."] == "/etc/prometheus"
 
 
-def test_run_prometheus_is_clean_shell(cookies, template_tool):
+def test_run_prometheus_is_clean_shell(cookies):
+    shellcheck = require("shellcheck")
     for auth in ("basic_auth", "ip_whitelist"):
         project = bake(cookies, metrics_auth=auth)
-        run([template_tool("shellcheck"), "monitoring/run-prometheus"], cwd=project)
+        run([shellcheck, "monitoring/run-prometheus"], cwd=project)
 
 
 def test_run_prometheus_refuses_what_it_cannot_run(cookies, tmp_path):
     project = bake(cookies)
     script = project / "monitoring" / "run-prometheus"
     environ = {"PATH": os.environ["PATH"], "PROMETHEUS_DATA": str(tmp_path / "data")}
+    # A stand-in that reports the version of Debian 12's Prometheus.
+    old_prometheus = tmp_path / "prometheus"
+    old_prometheus.write_text("#!/bin/sh\necho 'prometheus, version 2.42.0+ds (branch: debian)'\n")
+    old_prometheus.chmod(0o755)
 
-    on_path = shutil.which("prometheus")
-    assert on_path, "needs Debian 12's prometheus on PATH (see .ci/run)"
-    assert version(on_path) < (2, 55), "needs a prometheus older than 2.55 on PATH"
-    old = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=30)
+    old = subprocess.run(
+        [script],
+        env={**environ, "PROMETHEUS": str(old_prometheus)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert old.returncode == 1
-    assert "needs Prometheus 2.55.0 or later" in old.stderr  # Debian 12's is 2.42
+    assert "needs Prometheus 2.55.0 or later (http_headers); " in old.stderr
+    assert "is 2.42.0" in old.stderr
 
-    modern = {**environ, "PATH": f"{modern_prometheus_bin()}{os.pathsep}{os.environ['PATH']}"}
+    modern = {**environ, "PROMETHEUS": str(require("prometheus"))}
     tokenless = subprocess.run([script], env=modern, capture_output=True, text=True, timeout=30)
     assert tokenless.returncode == 1
     assert "set METRICS_BASIC_AUTH_TOKEN" in tokenless.stderr
@@ -295,8 +303,7 @@ def test_scrape_config_reaches_the_local_service_and_each_cloudfoundry_instance(
 
         with run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as prometheus:
             # Now that run-prometheus has written the local token, every file it names exists.
-            promtool = modern_prometheus_bin() / "promtool"
-            run([promtool, "check", "config", config], cwd=monitoring)
+            run([require("promtool"), "check", "config", config], cwd=monitoring)
             # Prometheus spreads both the first scrapes and the first rule evaluation over
             # the 15 s intervals, so wait for each: a rule is "unknown" until evaluated.
             # A first scrape that fails is retried 15 s later, hence the long deadlines.
@@ -333,11 +340,11 @@ def follow_the_readme_for_cloudfoundry(monitoring, route, auth):
 
 
 def run_prometheus(monitoring, tmp_path, **environ):
-    """monitoring/run-prometheus with a Prometheus 2.55 or later first on PATH."""
+    """monitoring/run-prometheus with the Prometheus the tests use."""
     port = free_loopback_port()
     env = {
         **os.environ,
-        "PATH": f"{modern_prometheus_bin()}{os.pathsep}{os.environ['PATH']}",
+        "PROMETHEUS": str(require("prometheus")),
         "PROMETHEUS_PORT": str(port),
         "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
         **environ,

