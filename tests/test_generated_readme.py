@@ -10,9 +10,10 @@ from .conftest import bake, run
 # Keys that metrics.py reads from each request's WSGI environ, not settings.
 WSGI_ENVIRON_KEYS = {"PATH_INFO", "REQUEST_METHOD"}
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
-# os.environ.get("X"), os.environ["X"], and config.py's helpers: _text(environ, "X").
+# os.environ.get("X"), os.environ["X"], config.py's helpers: _text(environ, "X"), and
+# gunicorn.conf.py's: _whole_number("X", ...).
 ENVIRONMENT_READ = re.compile(
-    r"""(?:environ\.get\(|environ\[|_\w+\(environ, )["']([A-Z][A-Z0-9_]+)"""
+    r"""(?:environ\.get\(|environ\[|_\w+\(environ, |_whole_number\()["']([A-Z][A-Z0-9_]+)"""
 )
 
 

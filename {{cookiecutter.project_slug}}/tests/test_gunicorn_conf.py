@@ -1,4 +1,6 @@
+import errno
 import logging
+import os
 import runpy
 import struct
 from pathlib import Path
@@ -46,6 +48,32 @@ def test_settings_from_the_environment(metrics_dir):
     assert conf["timeout"] == 60
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "rule"),
+    [
+        ("WEB_CONCURRENCY", "0", "1 or more"),
+        ("WEB_CONCURRENCY", "abc", "1 or more"),
+        ("GUNICORN_THREADS", "abc", "1 or more"),
+        ("GUNICORN_THREADS", "-1", "1 or more"),
+        ("PORT", "abc", "from 1 to 65535"),
+        ("PORT", "99999", "from 1 to 65535"),
+        ("PORT", "0", "from 1 to 65535"),
+        ("GUNICORN_TIMEOUT", "0", "1 or more"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "2.5", "1 or more"),
+        ("GUNICORN_KEEPALIVE", "0", "1 or more"),
+        ("GUNICORN_MAX_REQUESTS", "-5", "0 or more"),
+        ("GUNICORN_MAX_REQUESTS_JITTER", "many", "0 or more"),
+    ],
+)
+def test_a_bad_setting_stops_gunicorn_naming_variable_value_and_rule(
+    metrics_dir, variable, value, rule
+):
+    with pytest.raises(SystemExit) as stopped:
+        load(**{variable: value})
+
+    assert str(stopped.value) == f"{variable}={value!r} must be a whole number, {rule}"
+
+
 def test_on_starting_empties_the_metrics_directory(metrics_dir):
     metrics_dir.mkdir()
     (metrics_dir / "counter_123.db").write_bytes(b"old run")
@@ -54,7 +82,8 @@ def test_on_starting_empties_the_metrics_directory(metrics_dir):
     conf["on_starting"](server=None)
 
     assert metrics_dir.is_dir()
-    assert list(metrics_dir.iterdir()) == []
+    assert list(metrics_dir.glob("*.db")) == []
+    assert sorted(path.name for path in metrics_dir.glob(".spare-*")) == [".spare-0", ".spare-1"]
 
 
 def test_private_metrics_directory_when_none_is_set(monkeypatch):
@@ -69,6 +98,36 @@ def test_private_metrics_directory_when_none_is_set(monkeypatch):
     assert not directory.exists()
 
 
+def test_post_fork_allocates_the_workers_metric_files(metrics_dir):
+    conf = load()
+
+    conf["post_fork"](server=None, worker=SimpleNamespace(pid=4240))
+
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == [
+        "counter_4240.db",
+        "gauge_liveall_4240.db",
+        "gauge_livemax_4240.db",
+        "gauge_livesum_4240.db",
+        "histogram_4240.db",
+    ]
+
+
+def test_post_fork_exits_the_worker_when_the_disk_has_no_room(metrics_dir, monkeypatch, caplog):
+    def disk_full(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
+    conf = load()
+    server = SimpleNamespace(log=logging.getLogger("gunicorn.error"))
+
+    # SystemExit(1), not an exception: gunicorn's master stops on a worker's boot error.
+    with pytest.raises(SystemExit) as exited:
+        conf["post_fork"](server=server, worker=SimpleNamespace(pid=4241))
+
+    assert exited.value.code == 1
+    assert "Worker 4241 cannot allocate its metric files" in caplog.text
+
+
 def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
     metrics_dir.mkdir()
     with worker(4242):
@@ -76,7 +135,7 @@ def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
         Gauge("busy", "Busy.", multiprocess_mode="livesum", registry=None).set(1)
     conf = load()
 
-    conf["child_exit"](server=None, worker=SimpleNamespace(pid=4242))
+    conf["child_exit"](server=SimpleNamespace(WORKERS={}), worker=SimpleNamespace(pid=4242))
 
     assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]
 
@@ -89,7 +148,7 @@ def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(metrics_dir
     with worker(4243):
         Gauge("busy", "Busy.", multiprocess_mode="livesum", registry=None).set(1)
     conf = load()
-    server = SimpleNamespace(log=logging.getLogger("gunicorn.error"))
+    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
 
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4243))
 

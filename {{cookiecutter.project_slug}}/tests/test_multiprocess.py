@@ -1,6 +1,8 @@
+import errno
 import fcntl
 import mmap
 import os
+import shutil
 import struct
 import threading
 import time
@@ -11,8 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.multiprocess import (
+    WORKER_FILE_SIZES,
     LockedCollector,
     _locked,
+    allocate_worker_files,
     mark_worker_dead,
     reset_directory,
 )
@@ -309,6 +313,134 @@ def test_reset_directory_empties_a_previous_run(directory):
     reset_directory(directory)
 
     assert db_files(directory) == []
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Make every allocation fail as on a full disk, until `.room()` is called."""
+
+    class Disk:
+        full = True
+
+        def room(self):
+            self.full = False
+
+    disk = Disk()
+    allocate = os.posix_fallocate
+
+    def posix_fallocate(descriptor, offset, length):
+        if disk.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        allocate(descriptor, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", posix_fallocate)
+    return disk
+
+
+def allocated_bytes(path):
+    return path.stat().st_blocks * 512
+
+
+def test_a_workers_files_have_their_disk_blocks_before_it_writes(directory):
+    allocate_worker_files(1200, directory)
+    for prefix, size in WORKER_FILE_SIZES.items():
+        assert allocated_bytes(directory / f"{prefix}_1200.db") >= size
+
+    serve_requests(1200, [0.2, 0.2])
+
+    assert value(directory, "requests_total", code="200") == 2
+    assert value(directory, "duration_count") == 2
+
+
+def test_allocating_a_reused_pids_files_keeps_their_values(directory):
+    with worker(1210):
+        Gauge("last", "Last.", registry=None).set(7)
+    allocate_worker_files(1210, directory)
+
+    assert scrape(directory).get_sample_value("last", {"pid": "1210"}) == 7
+
+
+def test_a_worker_booting_on_a_full_disk_takes_a_spare_set(directory, full_disk):
+    full_disk.room()
+    reset_directory(directory)
+    full_disk.full = True
+
+    allocate_worker_files(1220, directory)
+    allocate_worker_files(1221, directory)
+    serve_requests(1220, [0.2])
+
+    assert value(directory, "requests_total", code="200") == 1
+    assert len(list(directory.glob("*_1220.db"))) == len(list(directory.glob("*_1221.db"))) == 5
+    assert list(directory.glob(".spare-*")) == []
+    with pytest.raises(OSError, match="No space left"):
+        allocate_worker_files(1222, directory)
+
+
+def test_a_full_disk_leaves_a_dead_workers_files_counted_until_there_is_room(directory, full_disk):
+    serve_requests(1230, [0.2] * 3)
+    before = generate_latest(scrape(directory))
+
+    with pytest.raises(OSError, match="No space left"):
+        mark_worker_dead(1230, directory)
+
+    assert generate_latest(scrape(directory)) == before
+    assert db_files(directory) == ["counter_1230.db", "histogram_1230.db"]
+    assert list(directory.glob(".*.staging")) == []
+
+    full_disk.room()
+    serve_requests(1231, [0.2])
+    mark_worker_dead(1231, directory)
+
+    assert value(directory, "requests_total", code="200") == 4
+    assert value(directory, "duration_count") == 4
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+    assert sorted(path.name for path in directory.glob(".spare-*")) == [".spare-0", ".spare-1"]
+
+
+def test_a_failed_fold_is_not_retried_while_a_new_worker_has_the_pid(directory, full_disk):
+    serve_requests(1240, [0.2])
+    with pytest.raises(OSError, match="No space left"):
+        mark_worker_dead(1240, directory)
+    full_disk.room()
+
+    mark_worker_dead(1241, directory, live={1240: "a new worker with the old pid"})
+
+    assert "counter_1240.db" in db_files(directory)
+    mark_worker_dead(1240, directory)
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+    assert value(directory, "requests_total", code="200") == 1
+
+
+def test_a_worker_whose_files_cannot_be_folded_holds_up_no_other(directory):
+    # A file that says it holds 64 bytes of values, with a first key longer than that.
+    (directory / "counter_1260.db").write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    with pytest.raises(RuntimeError, match="corrupted"):
+        mark_worker_dead(1260, directory)
+
+    serve_requests(1261, [0.2])
+    with pytest.raises(RuntimeError, match="corrupted"):
+        mark_worker_dead(1261, directory)
+
+    assert db_files(directory) == [
+        "counter_1260.db",
+        "counter_aggregate.db",
+        "histogram_aggregate.db",
+    ]
+    (directory / "counter_1260.db").unlink()
+    assert value(directory, "requests_total", code="200") == 1
+
+
+def test_a_removed_directory_is_made_again_by_scrapes_and_booting_workers(directory):
+    serve_requests(1250, [0.2])
+    registry = scrape(directory)  # as the service makes it, at start-up
+    shutil.rmtree(directory)
+
+    assert registry.get_sample_value("requests_total", {"code": "200"}) is None
+    assert (directory / ".lock").exists()
+    allocate_worker_files(1251, directory)
+    serve_requests(1251, [0.2, 0.2])
+
+    assert registry.get_sample_value("requests_total", {"code": "200"}) == 2
 
 
 def test_metrics_endpoint_reads_the_shared_files(directory):

@@ -7,6 +7,12 @@ aggregate file per type and its files are removed. A shared lock makes each scra
 either the dead worker's files or the aggregate that includes them, never both, never
 neither: totals stay exact and never go backwards.
 
+A full disk must not take the service down: writing into a memory-mapped page that the
+filesystem cannot back kills the process with SIGBUS, which no `except` catches. So every
+file this module writes is given its disk blocks first (posix_fallocate), where a full
+disk is an OSError; a worker's files get theirs before prometheus_client maps them, from
+spare sets the master allocates ahead when the disk has no room left.
+
 Values are written by prometheus_client's own value class; this module reads and folds
 its files with prometheus_client's own reader, writer and merge.
 """
@@ -14,6 +20,7 @@ its files with prometheus_client's own reader, writer and merge.
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
@@ -26,6 +33,31 @@ AGGREGATE_ID = "aggregate"
 # are kept per process, as prometheus_client does (their files are left alone).
 FOLDED_PREFIXES = ("counter", "histogram", "summary", "gauge_sum", "gauge_min", "gauge_max")
 LIVE_GAUGE_MODES = ("liveall", "livesum", "livemin", "livemax", "livemostrecent")
+# The files a worker of this service writes (metrics.py) and the bytes each is given
+# before the worker maps them: 64 KiB, prometheus_client's first size, holds about 300
+# label sets of a counter; a histogram's label set takes 16 values, so its file gets
+# 1 MiB, about 240 label sets of the request duration histogram.
+WORKER_FILE_SIZES = {
+    "counter": 1 << 16,
+    "histogram": 1 << 20,
+    "gauge_livesum": 1 << 16,
+    "gauge_livemax": 1 << 16,
+    "gauge_liveall": 1 << 16,
+}
+# Sets of worker files the master keeps allocated, for workers that boot on a full disk.
+SPARE_SETS = 2
+
+# Dead workers whose files a fold could not take (a full disk): the master retries them.
+_unfolded = set()
+
+
+def _allocate(path, size):
+    """Give `path` (created if need be, its contents kept) `size` bytes of disk blocks."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -35,6 +67,8 @@ def _locked(directory, operation):
     A fresh descriptor each time, because flock locks belong to an open file and threads
     of a gthread worker must not release each other's. A killed holder's lock goes with it.
     """
+    # Recreated if someone removed it: scrapes answer again, counting from zero.
+    Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, operation)
@@ -59,55 +93,138 @@ class LockedCollector(MultiProcessCollector):
 
 
 def reset_directory(path):
-    """Create the directory, or empty it of a previous run's files, which would count twice."""
+    """Create the directory, or empty it of a previous run's files, which would count
+    twice; then allocate the spare sets of worker files."""
     directory = Path(path)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for leftover in directory.glob("*.db"):
         leftover.unlink()
+    for leftover in directory.glob(".*.staging"):
+        leftover.unlink()
+    for leftover in directory.glob(".spare-*"):
+        shutil.rmtree(leftover)
+    _unfolded.clear()
+    replenish_spares(directory)
 
 
-def mark_worker_dead(pid, path):
-    """Fold a dead worker's values into the aggregate files and remove its files."""
+def replenish_spares(path):
+    """Allocate the spare sets of worker files that are missing; OSError on a full disk.
+
+    A set is made under a temporary name and renamed into place, so a worker never
+    claims half a set."""
     directory = Path(path)
-    with _locked(directory, fcntl.LOCK_EX):
+    for number in range(SPARE_SETS):
+        spare = directory / f".spare-{number}"
+        if spare.exists():
+            continue
+        making = directory / f".spare-{number}.making"
+        shutil.rmtree(making, ignore_errors=True)
         try:
-            for prefix in FOLDED_PREFIXES:
-                dead = directory / f"{prefix}_{pid}.db"
-                if not dead.exists():
-                    continue
-                if dead.stat().st_size:
-                    _fold(dead, directory / f"{prefix}_{AGGREGATE_ID}.db")
-                else:
-                    # Killed between creating its file and sizing it: nothing to fold.
-                    dead.unlink()
+            making.mkdir()
+            for prefix, size in WORKER_FILE_SIZES.items():
+                _allocate(making / f"{prefix}.db", size)
+            making.rename(spare)
         finally:
-            # Even if a fold failed: a dead worker has no requests in progress.
-            for mode in LIVE_GAUGE_MODES:
-                (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
+            shutil.rmtree(making, ignore_errors=True)
+
+
+def allocate_worker_files(pid, path):
+    """Give worker `pid`'s files their disk blocks before prometheus_client maps them, so
+    that a full disk cannot kill the worker with SIGBUS at its first metric write. On a
+    full disk a spare set is claimed instead; OSError when there is none left.
+
+    The directory is created if someone removed it, so that the worker can boot."""
+    directory = Path(path)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        for prefix, size in WORKER_FILE_SIZES.items():
+            _allocate(directory / f"{prefix}_{pid}.db", size)
+    except OSError:
+        if not _claim_spare(pid, directory):
+            raise
+
+
+def _claim_spare(pid, directory):
+    for number in range(SPARE_SETS):
+        claimed = directory / f".spare-claimed-{pid}"
+        try:
+            # Atomic: of two workers renaming the same set, one gets it.
+            (directory / f".spare-{number}").rename(claimed)
+        except FileNotFoundError:
+            continue
+        for prefix in WORKER_FILE_SIZES:
+            os.replace(claimed / f"{prefix}.db", directory / f"{prefix}_{pid}.db")
+        claimed.rmdir()
+        return True
+    return False
+
+
+def mark_worker_dead(pid, path, live=()):
+    """Fold a dead worker's values into the aggregate files and remove its files; then
+    the files of dead workers a full disk kept from folding before (none of the `live`
+    pids, which a new worker may have taken), and the spare sets used up since."""
+    directory = Path(path)
+    failure = None
+    with _locked(directory, fcntl.LOCK_EX):
+        # Even if a fold fails: a dead worker has no requests in progress.
+        for mode in LIVE_GAUGE_MODES:
+            (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
+        _unfolded.add(pid)
+        for dead in sorted(_unfolded - set(live)):
+            try:
+                _fold_worker(dead, directory)
+            except Exception as error:  # each worker on its own; raised below
+                failure = failure or error
+            else:
+                _unfolded.discard(dead)
+        if failure is None:
+            replenish_spares(directory)
+    if failure is not None:
+        raise failure
+
+
+def _fold_worker(pid, directory):
+    for prefix in FOLDED_PREFIXES:
+        dead = directory / f"{prefix}_{pid}.db"
+        if not dead.exists():
+            continue
+        if dead.stat().st_size:
+            _fold(dead, directory / f"{prefix}_{AGGREGATE_ID}.db")
+        else:
+            # Killed between creating its file and sizing it: nothing to fold.
+            dead.unlink()
 
 
 def _fold(dead, aggregate):
     """Replace `aggregate` by aggregate + dead, atomically, then remove `dead`.
 
-    The caller holds the exclusive lock, so no scrape sees the step in between.
+    The caller holds the exclusive lock, so no scrape sees the step in between. The
+    staging file gets its disk blocks before it is mapped: the merge holds no more than
+    both files, so it never grows, and a full disk is an OSError that leaves both files
+    as they were.
     """
-    sources = [str(path) for path in (aggregate, dead) if path.exists()]
-    merged = MultiProcessCollector.merge(sources, accumulate=False)
+    sources = [path for path in (aggregate, dead) if path.exists()]
+    merged = MultiProcessCollector.merge([str(path) for path in sources], accumulate=False)
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
-    values = MmapedDict(str(staging))
     try:
-        for metric in merged:
-            for sample in metric.samples:
-                key = mmap_key(
-                    metric.name,
-                    sample.name,
-                    list(sample.labels),
-                    list(sample.labels.values()),
-                    metric.documentation,
-                )
-                values.write_value(key, sample.value, 0.0)
-    finally:
-        values.close()
+        _allocate(staging, sum(path.stat().st_size for path in sources))
+        values = MmapedDict(str(staging))
+        try:
+            for metric in merged:
+                for sample in metric.samples:
+                    key = mmap_key(
+                        metric.name,
+                        sample.name,
+                        list(sample.labels),
+                        list(sample.labels.values()),
+                        metric.documentation,
+                    )
+                    values.write_value(key, sample.value, 0.0)
+        finally:
+            values.close()
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     os.replace(staging, aggregate)
     dead.unlink()

@@ -1,0 +1,180 @@
+"""A bad day for the baked service under real gunicorn: the metrics directory's disk
+fills up, or the directory is removed. The service answers throughout, its master never
+dies, and its metrics recover."""
+
+import errno
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import bake
+from .load import drive, total
+from .service import serve
+from .tools import missing
+
+TOKEN = "bad-day-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TMPFS_BYTES = 16 << 20
+# Runs its arguments in mount and user namespaces of their own, with a small tmpfs on
+# $TMPDIR, where the manifest command puts the metrics directory: a disk that can fill up.
+ON_SMALL_TMPFS = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "bash",
+    "-c",
+    f'mount -t tmpfs -o size={TMPFS_BYTES} tmpfs "$TMPDIR" && exec "$@"',
+    "on-small-tmpfs",
+]
+
+
+@pytest.fixture
+def project(cookies):
+    return bake(cookies)
+
+
+@pytest.fixture(scope="session")
+def small_tmpfs():
+    probe = subprocess.run(
+        [*ON_SMALL_TMPFS, "true"],
+        env={**os.environ, "TMPDIR": "/tmp"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        missing(
+            "cannot mount a tmpfs in a user namespace here (unshare --user --map-root-user"
+            f" --mount): {probe.stderr.strip()}"
+        )
+    return ON_SMALL_TMPFS
+
+
+class Prober(threading.Thread):
+    """GETs / every 50 ms until stopped (or for at most `limit_seconds`), keeping every
+    answer's status, or the error when there was none."""
+
+    def __init__(self, service, limit_seconds=120):
+        super().__init__(daemon=True)
+        self.service = service
+        self.answers = []
+        self._stop_event = threading.Event()
+        self._deadline = time.monotonic() + limit_seconds
+
+    def run(self):
+        while not self._stop_event.is_set() and time.monotonic() < self._deadline:
+            try:
+                self.answers.append(self.service.request("/").status)
+            except OSError as error:
+                self.answers.append(repr(error))
+            time.sleep(0.05)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(30)
+
+
+def requests_total(service):
+    response = service.request("/metrics", headers=AUTH)
+    assert response.status == 200, response.body
+    return total(response.body.decode(), "http_server_requests_total")
+
+
+def fill(directory):
+    """Write into `directory` until its filesystem is full; return the file written."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with filler.open("wb", buffering=0) as output:
+        for _ in range(TMPFS_BYTES // len(chunk) + 1):
+            try:
+                output.write(chunk)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                return filler
+    raise AssertionError(f"{directory} did not fill up")
+
+
+def kill_and_wait_for_replacement(service):
+    victim = service.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    service.wait_for_replacement(victim, workers=2)
+    return victim
+
+
+def test_a_full_disk_takes_neither_the_master_nor_the_requests_nor_the_totals(
+    project, project_python, tmp_path, small_tmpfs
+):
+    environ = {"METRICS_BASIC_AUTH_TOKEN": TOKEN}
+    with serve(project, project_python, tmp_path, wrapper=small_tmpfs, **environ) as service:
+        # The service's own view of the container: its tmpfs, through its process.
+        directory = Path(f"/proc/{service.process.pid}/root{service.tmpdir}/prometheus-multiproc")
+        baseline = requests_total(service)
+        prober = Prober(service)
+        prober.start()
+        before_full = drive(service.url, ["/", "/_status"], 50)
+
+        filler = fill(directory)
+        while_full = [drive(service.url, ["/"], 25)]
+        for _ in range(2):  # each replacement boots on a spare set of files
+            kill_and_wait_for_replacement(service)
+            while_full.append(drive(service.url, ["/"], 25))
+        scraped_while_full = requests_total(service)
+
+        filler.unlink()
+        kill_and_wait_for_replacement(service)  # the next worker exit folds what was left
+        after = drive(service.url, ["/", "/_status"], 25)
+        prober.stop()
+        final = requests_total(service)
+        files = sorted(path.name for path in directory.iterdir())
+        assert service.process.poll() is None, "the master must survive"
+        assert service.stop() == 0
+
+    log = service.log_text()
+    runs = [before_full, *while_full, after]
+    assert all(failed == 0 for _, failed in runs), runs
+    assert set(prober.answers) == {200}, prober.answers
+    assert len(prober.answers) > 10
+    assert "Could not fold the metrics of dead worker" in log
+    assert "No space left on device" in log
+    assert "Fatal Python error" not in log
+    assert "SIGBUS" not in log
+    # Every request served is counted: those served on the full disk too.
+    served_while_full = sum(completed for completed, _ in [before_full, *while_full])
+    assert scraped_while_full >= baseline + served_while_full
+    probes = len(prober.answers)
+    assert final == baseline + sum(completed for completed, _ in runs) + probes
+    assert "counter_aggregate.db" in files
+    assert not [name for name in files if name.endswith(".staging")]
+    assert {".spare-0", ".spare-1"} <= set(files)
+
+
+def test_a_removed_metrics_directory_is_made_again(project, project_python, tmp_path):
+    environ = {"METRICS_BASIC_AUTH_TOKEN": TOKEN}
+    with serve(project, project_python, tmp_path, **environ) as service:
+        directory = service.tmpdir / "prometheus-multiproc"
+        drive(service.url, ["/"], 10)
+
+        subprocess.run(["rm", "-rf", directory], check=True)
+        scrape = service.request("/metrics", headers=AUTH)
+        kill_and_wait_for_replacement(service)
+        served = drive(service.url, ["/"], 10)
+        after = requests_total(service)
+        assert service.process.poll() is None
+        assert service.stop() == 0
+
+    assert scrape.status == 200
+    assert served == (40, 0)
+    # Counts lost with the directory start again from zero, which Prometheus reads as a
+    # reset: the new worker's requests are counted; the worker that was running before
+    # goes on writing into the removed files until it exits.
+    assert 0 < after <= 40
+    assert (directory / ".lock").exists()
+    assert "Traceback" not in service.log_text()
