@@ -21,6 +21,8 @@ MEMORY_PATTERN = re.compile(r"[1-9][0-9]*(M|MB|G|GB)")
 INSTANCES_PATTERN = re.compile(r"[1-9][0-9]*")
 METRICS_PATH_PATTERN = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 HEALTH_CHECK_PATH = "/_status"
+# Flask serves static files under this prefix.
+STATIC_PATH = "/static/"
 
 
 def _package_name_error(value):
@@ -48,8 +50,10 @@ def _metrics_path_error(value):
             "must start with / and hold only letters, digits and . _ ~ - "
             "in /-separated segments, with no trailing /"
         )
-    if value == HEALTH_CHECK_PATH:
-        return f"must not be the health check path {HEALTH_CHECK_PATH}"
+    if {".", ".."} & set(value.split("/")):
+        return "must not have . or .. as a segment"
+    if value == HEALTH_CHECK_PATH or value.startswith(STATIC_PATH):
+        return f"must not be a path the service serves ({HEALTH_CHECK_PATH}, {STATIC_PATH}...)"
     return None
 
 

@@ -74,7 +74,10 @@ def test_valid_answers(name, value):
         ("metrics_path", "/metrics/", "no trailing /"),
         ("metrics_path", "/met rics", "must start with /"),
         ("metrics_path", '/m"x', "must start with /"),
-        ("metrics_path", "/_status", "health check"),
+        ("metrics_path", "/_status", "a path the service serves"),
+        ("metrics_path", "/static/metrics", "a path the service serves"),
+        ("metrics_path", "/a/../metrics", "must not have . or .. as a segment"),
+        ("metrics_path", "/.", "must not have . or .. as a segment"),
     ],
 )
 def test_invalid_answer_names_variable_value_and_rule(name, value, rule):

@@ -47,6 +47,12 @@ def test_metrics_path_refuses_what_is_not_a_plain_path(value):
         settings_from_environ({"PROMETHEUS_METRICS_PATH": value})
 
 
+@pytest.mark.parametrize("value", ["/.", "/..", "/a/../metrics", "/./metrics"])
+def test_metrics_path_refuses_dot_segments(value):
+    with pytest.raises(ConfigError, match=r"must not have \. or \.\. as a segment"):
+        settings_from_environ({"PROMETHEUS_METRICS_PATH": value})
+
+
 def test_credentials_and_networks_default_to_nothing():
     settings = settings_from_environ({})
 
@@ -92,6 +98,18 @@ def test_networks_are_parsed():
         ipaddress.ip_network("203.0.113.7/32"),
         ipaddress.ip_network("198.51.100.0/24"),
         ipaddress.ip_network("2001:db8::/32"),
+    )
+
+
+def test_ipv4_mapped_entries_read_as_ipv4():
+    settings = settings_from_environ(
+        {"METRICS_TRUSTED_PROXIES": "::ffff:10.0.0.0/104, ::ffff:0:0/96, ::ffff:1.2.3.4/128"}
+    )
+
+    assert settings["METRICS_TRUSTED_PROXIES"] == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("1.2.3.4/32"),
     )
 
 

@@ -33,3 +33,13 @@ def test_bad_setting_stops_start_up(monkeypatch):
 def test_version_matches_pyproject():
     pyproject = Path(__file__).parents[1] / "pyproject.toml"
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == __version__
+
+
+@pytest.mark.parametrize(
+    ("path", "route"), [("/_status", "'service.status'"), ("/static/app.css", "'static'")]
+)
+def test_metrics_path_may_not_be_another_routes_path(path, route):
+    with pytest.raises(
+        ConfigError, match=f"PROMETHEUS_METRICS_PATH='{path}' is the path of {route}"
+    ):
+        create_app({"METRICS_PATH": path})

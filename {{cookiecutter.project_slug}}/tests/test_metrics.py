@@ -168,6 +168,25 @@ def test_metrics_endpoint_speaks_openmetrics_when_asked(client):
     assert response.text.endswith("# EOF\n")
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain; version=abc",
+        "application/openmetrics-text; version=abc",
+        "application/openmetrics-text; version=1.x, text/plain",
+    ],
+)
+def test_an_accept_header_it_cannot_read_gets_the_text_format(client, accept):
+    before = sample("http_server_exceptions_total", error="TypeError")
+
+    response = scrape(client, Accept=accept)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# TYPE http_server_requests_total counter" in response.text
+    assert sample("http_server_exceptions_total", error="TypeError") == before
+
+
 def test_metrics_endpoint_gzips_when_accepted(client):
     response = scrape(client, **{"Accept-Encoding": "gzip"})
 

@@ -7,6 +7,7 @@ import pytest
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.config import (
     DEFAULT_TRUSTED_PROXIES,
+    settings_from_environ,
 )
 from {{ cookiecutter.package_name }}.metrics_auth import (
     client_address,
@@ -88,8 +89,18 @@ def test_missing_credentials_get_a_challenge(credentials_client):
         basic("someone", PASSWORD),
         basic(USERNAME, ""),
         f"Bearer {'x' * 6000}",
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
     ],
-    ids=["token", "token-prefix", "guid-case", "password", "username", "empty-password", "long"],
+    ids=[
+        "token",
+        "token-prefix",
+        "guid-case",
+        "password",
+        "username",
+        "empty-password",
+        "long",
+        "not-utf8",
+    ],
 )
 def test_wrong_credentials_are_forbidden(credentials_client, authorization):
     assert scrape(credentials_client, authorization).status_code == 403
@@ -103,7 +114,6 @@ def test_wrong_credentials_are_forbidden(credentials_client, authorization):
         "Bearer ",
         "Basic",
         "Basic !!!not-base64!!!",
-        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
         "Basic " + base64.b64encode(b"no-colon-here").decode(),
         "Digest username=prometheus",
         " ",
@@ -115,7 +125,6 @@ def test_wrong_credentials_are_forbidden(credentials_client, authorization):
         "bearer-blank-token",
         "basic-no-value",
         "not-base64",
-        "not-utf8",
         "no-colon",
         "unknown-scheme",
         "blank",
@@ -127,6 +136,60 @@ def test_malformed_authorization_is_a_401_not_a_500(credentials_client, authoriz
 
     assert response.status_code == 401
     assert response.json == {"error": "Unauthorized"}
+
+
+def as_sent(text, encoding="utf-8"):
+    """A header value as a WSGI server hands it on: the bytes sent, read as Latin-1."""
+    return text.encode(encoding).decode("latin-1")
+
+
+def test_non_ascii_secrets_match_as_the_utf8_the_client_sends():
+    token, password = "jeton-été-✓", "mot de passe: ünïcode ✓"
+    client = metrics_client(
+        METRICS_BASIC_AUTH=True,
+        METRICS_BASIC_AUTH_TOKEN=token,
+        METRICS_BASIC_AUTH_USERNAME=USERNAME,
+        METRICS_BASIC_AUTH_PASSWORD=password,
+    )
+
+    assert scrape(client, as_sent(f"Bearer {token}")).status_code == 200
+    assert scrape(client, basic(USERNAME, password)).status_code == 200
+    assert scrape(client, as_sent(f"Bearer {token}"[:-2], "latin-1")).status_code == 403
+    latin1 = base64.b64encode(f"{USERNAME}:{password[:-2]}".encode("latin-1")).decode()
+    assert scrape(client, f"Basic {latin1}").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("authorization", "reason", "status"),
+    [
+        (None, "missing_credentials", 401),
+        ("Bearer", "malformed", 401),
+        ("Digest username=prometheus", "malformed", 401),
+        ("Bearer wrong-token", "wrong_credentials", 403),
+        (basic(USERNAME, "wrong"), "wrong_credentials", 403),
+    ],
+)
+def test_each_refusal_is_counted_by_reason(credentials_client, authorization, reason, status):
+    before = refusals(credentials_client)
+
+    assert scrape(credentials_client, authorization).status_code == status
+
+    after = refusals(credentials_client)
+    assert {key: after[key] - before[key] for key in after} == {
+        key: 1 if key == reason else 0 for key in after
+    }
+
+
+def refusals(client, **allowed):
+    """The refused-scrapes counter, by reason, as a scrape with the token (or with the
+    `allowed` scrape arguments) reads it."""
+    lines = scrape(client, **(allowed or {"authorization": f"Bearer {TOKEN}"})).text.splitlines()
+    prefix = 'metrics_scrapes_refused_total{reason="'
+    return {
+        line[len(prefix) :].split('"')[0]: float(line.split()[-1])
+        for line in lines
+        if line.startswith(prefix)
+    }
 
 
 def test_no_credential_configured_refuses_everything(caplog):
@@ -209,6 +272,29 @@ def test_whitelist_ignores_credentials(whitelist_client):
     response = scrape(whitelist_client, f"Bearer {TOKEN}", remote_addr="198.51.100.7")
 
     assert response.status_code == 403
+
+
+def test_refused_addresses_are_counted(whitelist_client):
+    allowed = {"remote_addr": "203.0.113.5"}
+    before = refusals(whitelist_client, **allowed)
+
+    assert scrape(whitelist_client, remote_addr="198.51.100.7").status_code == 403
+
+    after = refusals(whitelist_client, **allowed)
+    assert after["address_not_allowed"] == before["address_not_allowed"] + 1
+    assert sum(after.values()) == sum(before.values()) + 1
+
+
+@pytest.mark.parametrize("client", ["203.0.113.10", "::ffff:203.0.113.10"])
+@pytest.mark.parametrize("entry", ["203.0.113.10", "::ffff:203.0.113.10", "::ffff:203.0.113.0/120"])
+def test_ipv4_mapped_whitelist_entries_match_the_ipv4_client(entry, client):
+    settings = settings_from_environ({"METRICS_BASIC_AUTH": "false", "METRICS_IP_WHITELIST": entry})
+    app = create_app({**settings, "METRICS_PATH": "/metrics"})
+
+    assert scrape(app.test_client(), remote_addr=client).status_code == 200
+    assert scrape(app.test_client(), remote_addr="203.0.113.11").status_code == (
+        200 if entry.endswith("/120") else 403
+    )
 
 
 def test_empty_whitelist_refuses_everything(caplog):

@@ -16,4 +16,5 @@ def create_app(config=None):
 
     metrics.init_app(app)  # first, so that request timings cover everything after it
     app.register_blueprint(views.bp)
+    metrics.check_no_route_shares_the_path(app)  # last, once every route is registered
     return app

@@ -39,6 +39,8 @@ def _metrics_path(environ, name, default):
             f"{name}={value!r} must start with / and hold only letters, digits"
             " and . _ ~ - in /-separated segments, with no trailing /"
         )
+    if {".", ".."} & set(value.split("/")):
+        raise ConfigError(f"{name}={value!r} must not have . or .. as a segment")
     return value
 
 
@@ -48,12 +50,20 @@ def _networks(environ, name, default=""):
     networks = []
     for entry in filter(None, entries):
         try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            networks.append(_ipv4_if_mapped(ipaddress.ip_network(entry, strict=False)))
         except ValueError:
             raise ConfigError(
                 f"{name} has {entry!r}, which is not an IP address or CIDR range"
             ) from None
     return tuple(networks)
+
+
+def _ipv4_if_mapped(network):
+    """`::ffff:203.0.113.10` as `203.0.113.10`: client addresses are read the same way."""
+    mapped = getattr(network.network_address, "ipv4_mapped", None)
+    if mapped is None or network.prefixlen < 96:
+        return network
+    return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
 
 
 def _application_id(environ):

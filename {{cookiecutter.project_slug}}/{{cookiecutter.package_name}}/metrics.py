@@ -18,12 +18,22 @@ import threading
 import time
 
 from flask import got_request_exception, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map
 
 from . import __version__, multiprocess
-from .metrics_auth import MetricsAccess
+from .config import ConfigError
+from .metrics_auth import REASONS, MetricsAccess, Refused
 
 # The names and method, path and code labels of GOV.UK's gds-metrics (README.md says what
 # a gds-metrics dashboard needs to change).
@@ -46,6 +56,12 @@ IN_PROGRESS = Gauge(
     "http_server_requests_in_progress",
     "HTTP requests being served right now, summed over live workers.",
     multiprocess_mode="livesum",
+)
+SCRAPES_REFUSED = Counter(
+    "metrics_scrapes_refused",
+    "Requests the metrics endpoint refused, by reason: missing_credentials, malformed,"
+    " wrong_credentials, address_not_allowed.",
+    ["reason"],
 )
 APP_INFO = Gauge(
     "app_info",
@@ -113,15 +129,41 @@ def init_app(app):
     access = MetricsAccess(app.config)
     access.warn_if_closed()
     APP_INFO.labels(app.config["SERVICE_NAME"], __version__, platform.python_version()).set(1)
+    for reason in REASONS:
+        SCRAPES_REFUSED.labels(reason)  # every reason from 0, so that rates start at once
     got_request_exception.connect(_count_exception, app)
     app.wsgi_app = _timed(app.wsgi_app, metrics_path)
 
     @app.get(metrics_path, endpoint="metrics")
     def metrics():
-        access.check(request)
+        try:
+            access.check(request)
+        except Refused as refused:
+            SCRAPES_REFUSED.labels(refused.reason).inc()
+            raise refused.error from None
         if _process_sampler is not None:
             _process_sampler.sample()  # this worker's figures as of now
         return _exposition(registry)
+
+
+def check_no_route_shares_the_path(app):
+    """Stop start-up when another route answers the metrics path: the protection would
+    shadow it (Cloud Foundry's health check at /_status would get 401, say). The factory
+    calls this last, once every route is registered."""
+    metrics_path = app.config["METRICS_PATH"]
+    others = Map(
+        [rule.empty() for rule in app.url_map.iter_rules() if rule.endpoint != "metrics"],
+        converters=app.url_map.converters,
+    )
+    try:
+        endpoint, _ = others.bind("localhost").match(metrics_path)
+    except MethodNotAllowed:
+        endpoint = "a route for other methods"
+    except HTTPException:  # NotFound, or a redirect to a path with a trailing slash
+        return
+    raise ConfigError(
+        f"PROMETHEUS_METRICS_PATH={metrics_path!r} is the path of {endpoint!r} too; choose another"
+    )
 
 
 def _timed(wsgi_app, metrics_path):
@@ -180,7 +222,7 @@ def _registry():
 
 
 def _exposition(registry):
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encode, content_type = _encoder(request.headers.get("Accept", ""))
     names = request.args.getlist("name[]")
     body = encode(_OnlyNamed(registry, frozenset(names)) if names else registry)
     headers = {
@@ -192,6 +234,15 @@ def _exposition(registry):
         body = gzip.compress(body)
         headers["Content-Encoding"] = "gzip"
     return body, 200, headers
+
+
+def _encoder(accept):
+    """prometheus_client's choice of format for this Accept header; the text format when
+    it cannot read the header (a version such as `abc` makes it raise TypeError)."""
+    try:
+        return choose_encoder(accept)
+    except Exception:  # whatever it cannot read, the client gets the text format
+        return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
 
 
 class _OnlyNamed:

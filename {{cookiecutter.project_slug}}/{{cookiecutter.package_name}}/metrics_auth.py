@@ -18,10 +18,26 @@ from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 logger = logging.getLogger(__name__)
 
 REALM = "metrics"
+# Why a request was refused: the values of the refused-scrapes counter's `reason` label.
+MISSING_CREDENTIALS = "missing_credentials"
+MALFORMED = "malformed"
+WRONG_CREDENTIALS = "wrong_credentials"
+ADDRESS_NOT_ALLOWED = "address_not_allowed"
+REASONS = (MISSING_CREDENTIALS, MALFORMED, WRONG_CREDENTIALS, ADDRESS_NOT_ALLOWED)
 CHALLENGES = [
     WWWAuthenticate("basic", {"realm": REALM, "charset": "UTF-8"}),
     WWWAuthenticate("bearer", {"realm": REALM}),
 ]
+
+
+class Refused(Exception):
+    """A request the metrics endpoint turns away: why (one of REASONS) and the HTTP error
+    to answer it with."""
+
+    def __init__(self, reason, error):
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
 
 
 class MetricsAccess:
@@ -30,13 +46,20 @@ class MetricsAccess:
     def __init__(self, config):
         self.basic_auth = config["METRICS_BASIC_AUTH"]
         self.tokens = [
-            token.encode()
+            token.encode("utf-8", "surrogateescape")
             for token in (config["CF_APPLICATION_ID"], config["METRICS_BASIC_AUTH_TOKEN"])
             if token
         ]
         username = config["METRICS_BASIC_AUTH_USERNAME"]
         password = config["METRICS_BASIC_AUTH_PASSWORD"]
-        self.credentials = (username.encode(), password.encode()) if username and password else None
+        self.credentials = (
+            (
+                username.encode("utf-8", "surrogateescape"),
+                password.encode("utf-8", "surrogateescape"),
+            )
+            if username and password
+            else None
+        )
         self.whitelist = config["METRICS_IP_WHITELIST"]
         self.trusted_proxies = config["METRICS_TRUSTED_PROXIES"]
 
@@ -57,7 +80,7 @@ class MetricsAccess:
             )
 
     def check(self, request):
-        """Raise the HTTP error that refuses this request, or return when it may read."""
+        """Raise Refused for a request that may not read the metrics; return when it may."""
         if self.basic_auth:
             self._check_credentials(request.headers.get("Authorization"))
         else:
@@ -65,47 +88,57 @@ class MetricsAccess:
 
     def _check_credentials(self, header):
         if not header:
-            raise Unauthorized(www_authenticate=CHALLENGES)
+            raise Refused(MISSING_CREDENTIALS, Unauthorized(www_authenticate=CHALLENGES))
         scheme, _, value = header.strip().partition(" ")
         value = value.strip()
         if not value:
-            raise Unauthorized("Malformed Authorization header.", www_authenticate=CHALLENGES)
+            raise _malformed("Malformed Authorization header.")
         scheme = scheme.lower()
         if scheme == "bearer":
             allowed = self._token_matches(value)
         elif scheme == "basic":
             allowed = self._basic_matches(value)
         else:
-            raise Unauthorized("Unsupported authorization scheme.", www_authenticate=CHALLENGES)
+            raise _malformed("Unsupported authorization scheme.")
         if not allowed:
-            raise Forbidden("Wrong credentials for the metrics endpoint.")
+            raise Refused(
+                WRONG_CREDENTIALS, Forbidden("Wrong credentials for the metrics endpoint.")
+            )
 
     def _token_matches(self, token):
-        given = token.encode("utf-8", "surrogateescape")
+        # WSGI gives header values as Latin-1 text: encoding them back gives the bytes
+        # the client sent, which are compared with the token's UTF-8.
+        given = token.encode("latin-1", "replace")
         # Every configured token is compared, in constant time, whatever matches first.
         return sum(hmac.compare_digest(given, expected) for expected in self.tokens) > 0
 
     def _basic_matches(self, encoded):
         try:
-            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
-        except ValueError:  # not base64 (binascii.Error) or not UTF-8 (UnicodeDecodeError)
-            decoded = ""
-        username, colon, password = decoded.partition(":")
+            decoded = base64.b64decode(encoded.encode("latin-1", "replace"), validate=True)
+        except ValueError:  # not base64 (binascii.Error)
+            decoded = b""
+        # Compared as the bytes the client sent: the UTF-8 that the challenge asks for.
+        username, colon, password = decoded.partition(b":")
         if not colon:
-            raise Unauthorized("Malformed basic credentials.", www_authenticate=CHALLENGES)
+            raise _malformed("Malformed basic credentials.")
         if self.credentials is None:
             return False
         expected_username, expected_password = self.credentials
-        username_matches = hmac.compare_digest(username.encode(), expected_username)
-        password_matches = hmac.compare_digest(password.encode(), expected_password)
+        username_matches = hmac.compare_digest(username, expected_username)
+        password_matches = hmac.compare_digest(password, expected_password)
         return username_matches and password_matches
 
     def _check_address(self, remote_addr, forwarded_for):
         client = client_address(remote_addr, forwarded_for, self.trusted_proxies)
         if client is None:
-            raise BadRequest("Unreadable client address in X-Forwarded-For.")
+            raise Refused(MALFORMED, BadRequest("Unreadable client address in X-Forwarded-For."))
         if not any(client in network for network in self.whitelist):
-            raise Forbidden("This client address may not read the metrics endpoint.")
+            error = Forbidden("This client address may not read the metrics endpoint.")
+            raise Refused(ADDRESS_NOT_ALLOWED, error)
+
+
+def _malformed(description):
+    return Refused(MALFORMED, Unauthorized(description, www_authenticate=CHALLENGES))
 
 
 def client_address(remote_addr, forwarded_for, trusted_proxies):
