@@ -101,6 +101,10 @@ class Gunicorn:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 raise AssertionError(f"gunicorn ignored SIGTERM:\n{self.log_text()}") from None
+        # Whatever is left of its session: a gunicorn that a shell started and did not
+        # hand the signal to, say.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
 
@@ -162,15 +166,16 @@ def manifest_environment(python, port, home, tmpdir, **environ):
         TMPDIR=str(tmpdir),
         PORT=str(port),
         GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
-        **environ,
     )
+    env.update(environ)
     return env
 
 
 @contextlib.contextmanager
-def serve(project, python, tmp_path, workers=2, wrapper=(), **environ):
-    """Start the manifest's command with the project's Python environment on PATH, run
-    by `wrapper` (a command that takes the command to run as its last arguments), if any.
+def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", **environ):
+    """Start the manifest's command in `shell` (`shell -c command`, as Cloud Foundry
+    does), with the project's Python environment on PATH, run by `wrapper` (a command
+    that takes the command to run as its last arguments), if any.
 
     Only the bind address changes: GUNICORN_CMD_ARGS keeps the server on loopback.
     """
@@ -180,7 +185,7 @@ def serve(project, python, tmp_path, workers=2, wrapper=(), **environ):
     tmpdir.mkdir()
     home.mkdir()
     env = manifest_environment(python, port, home, tmpdir, WEB_CONCURRENCY=str(workers), **environ)
-    command = [*wrapper, "bash", "-c", manifest_command(project)]
+    command = [*wrapper, shell, "-c", manifest_command(project)]
     service = Service(command, project, env, tmp_path / "gunicorn.log", port, tmpdir, home)
     try:
         service.wait_for_workers(workers)
