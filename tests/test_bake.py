@@ -96,7 +96,7 @@ def test_manifest_follows_the_answers(baked):
     assert app["health-check-type"] == "http"
     assert app["health-check-http-endpoint"] == "/_status"
     assert app["command"].startswith("PROMETHEUS_MULTIPROC_DIR=")
-    assert "gunicorn --config gunicorn.conf.py wsgi:app" in app["command"]
+    assert app["command"].endswith(" exec gunicorn --config gunicorn.conf.py wsgi:app")
     assert app["env"] == {
         "PROMETHEUS_METRICS_PATH": "/metrics",
         "METRICS_BASIC_AUTH": "true" if answers["metrics_auth"] == "basic_auth" else "false",
@@ -123,13 +123,37 @@ def test_github_workflow_is_valid(baked, template_tool):
         ],
         cwd=project,
     )
-    steps = yaml.safe_load(workflow.read_text())["jobs"]["test"]["steps"]
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    steps = jobs["test"]["steps"]
     assert steps[1]["with"]["python-version"] == answers["python_version"]
     assert [step.get("run") for step in steps[-3:]] == [
         "ruff check .",
         "ruff format --check .",
         "pytest",
     ]
+    # promtool from the image compose.yaml runs, on the rules and their tests.
+    compose = yaml.safe_load((project / "monitoring" / "compose.yaml").read_text())
+    image = compose["services"]["prometheus"]["image"]
+    commands = [step["run"] for step in jobs["alerts"]["steps"] if "run" in step]
+    assert [command.split(image)[1].split() for command in commands] == [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ]
+    assert all("--entrypoint promtool" in command for command in commands)
+
+
+def test_dependabot_config_is_valid(baked, template_tool):
+    project, _ = baked
+    config = project / ".github" / "dependabot.yml"
+    run(
+        [template_tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", config],
+        cwd=project,
+    )
+    updates = yaml.safe_load(config.read_text())["updates"]
+    assert {(update["package-ecosystem"], update["directory"]) for update in updates} == {
+        ("pip", "/"),
+        ("github-actions", "/"),
+    }
 
 
 def test_python_version_reaches_runtime_and_tools(baked):
