@@ -35,7 +35,7 @@ SCHEMAS = TEMPLATE / "tests" / "schemas"
 # Metric names as they appear in PromQL; recording rules (with a colon) and Prometheus's
 # own `up` are not the service's.
 PROMQL_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-SERVICE_PREFIXES = ("http_server_", "process_", "app_")
+SERVICE_PREFIXES = ("http_server_", "process_", "app_", "gunicorn_", "metrics_")
 # What Grafana puts in place of the dashboard's variables when all values are selected.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$path": ".*"}
 LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+), (?P<label>\w+)\)")

@@ -55,7 +55,8 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    """Before the worker imports the app: give its metric files their disk blocks."""
+    """Before the worker imports the app: give its metric files their disk blocks, and
+    make its exit countable."""
     from {{ cookiecutter.package_name }} import multiprocess
 
     try:
@@ -66,12 +67,33 @@ def post_fork(server, worker):
         # master): the other workers go on serving, and the master starts another.
         server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
         raise SystemExit(1) from error
+    from {{ cookiecutter.package_name }} import metrics
+
+    metrics.prepare_exit_count()
 
 
 def post_worker_init(worker):
     from {{ cookiecutter.package_name }} import metrics
 
-    metrics.start_process_sampler()
+    metrics.start_worker(worker.cfg.workers)
+
+
+def worker_abort(worker):
+    """In a worker the master stops for staying silent past the timeout."""
+    from {{ cookiecutter.package_name }} import metrics
+
+    metrics.record_worker_exit("timeout")
+
+
+def worker_exit(server, worker):
+    """In a worker that exits as gunicorn asked, or as gunicorn told it to."""
+    if worker.pid != os.getpid() or not worker.booted:
+        # gunicorn also calls this in the master, for a worker it found gone; and a worker
+        # that did not boot may have no metric files to write into.
+        return
+    from {{ cookiecutter.package_name }} import metrics
+
+    metrics.record_worker_exit("recycled" if worker.nr >= worker.max_requests else "shutdown")
 
 
 def child_exit(server, worker):
@@ -80,7 +102,13 @@ def child_exit(server, worker):
 
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     try:
-        multiprocess.mark_worker_dead(worker.pid, directory, live=server.WORKERS)
+        multiprocess.mark_worker_dead(
+            worker.pid,
+            directory,
+            live=server.WORKERS,
+            # A worker counts its own exit (worker_exit, worker_abort) unless it cannot.
+            unexplained_exit=("gunicorn_worker_exits", "killed"),
+        )
     except Exception:
         # An error here would stop gunicorn's master, and with it every worker. The files
         # not yet folded stay where they are, scrapes go on counting them, and the next

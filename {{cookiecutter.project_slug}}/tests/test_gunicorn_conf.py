@@ -7,7 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from {{ cookiecutter.package_name }} import (
+    metrics,
+)
+from {{ cookiecutter.package_name }}.multiprocess import (
+    LockedCollector,
+)
 
 from .conftest import worker
 
@@ -138,6 +145,61 @@ def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
     conf["child_exit"](server=SimpleNamespace(WORKERS={}), worker=SimpleNamespace(pid=4242))
 
     assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]
+
+
+def dead_worker_exits(pid, recorded=None):
+    """The exit counter a worker leaves: every reason at 0, and `recorded` at 1."""
+    with worker(pid):
+        exits = Counter("gunicorn_worker_exits", "Exits.", ["reason"], registry=None)
+        for reason in ("recycled", "timeout", "shutdown", "killed"):
+            exits.labels(reason)
+        if recorded:
+            exits.labels(recorded).inc()
+
+
+def aggregate_exits(metrics_dir):
+    registry = CollectorRegistry()
+    registry.register(LockedCollector(metrics_dir))
+    return {
+        sample.labels["reason"]: sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "gunicorn_worker_exits_total"
+    }
+
+
+def test_child_exit_counts_a_worker_that_said_nothing_as_killed(metrics_dir):
+    metrics_dir.mkdir()
+    dead_worker_exits(4250)
+    dead_worker_exits(4251, recorded="recycled")
+    conf = load()
+    server = SimpleNamespace(WORKERS={})
+
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4250))
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4251))
+
+    assert aggregate_exits(metrics_dir) == {
+        "recycled": 1,
+        "timeout": 0,
+        "shutdown": 0,
+        "killed": 1,
+    }
+
+
+@pytest.mark.parametrize(("requests_served", "reason"), [(100, "recycled"), (99, "shutdown")])
+def test_worker_exit_says_whether_the_worker_was_recycled(
+    metrics_dir, monkeypatch, requests_served, reason
+):
+    recorded = []
+    monkeypatch.setattr(metrics, "record_worker_exit", recorded.append)
+    conf = load()
+    booted = SimpleNamespace(pid=os.getpid(), booted=True, nr=requests_served, max_requests=100)
+
+    conf["worker_exit"](server=None, worker=booted)
+    conf["worker_exit"](server=None, worker=SimpleNamespace(pid=os.getpid() + 1, booted=True))
+    conf["worker_abort"](worker=booted)
+
+    assert recorded == [reason, "timeout"]
 
 
 def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(metrics_dir, caplog):

@@ -232,3 +232,30 @@ def test_process_sampler_records_this_process():
     # A new sampler counts this process's CPU time once, however often it samples.
     cpu_added = current(metrics.WORKERS_CPU) - cpu_before
     assert cpu_added == pytest.approx(process["process_cpu_seconds"], abs=0.05)
+
+
+def exits_by_reason():
+    [exits] = metrics.WORKER_EXITS.collect()
+    return {s.labels["reason"]: s.value for s in exits.samples if s.name.endswith("_total")}
+
+
+def test_a_worker_counts_itself_in_and_its_exit_once(monkeypatch):
+    monkeypatch.setattr(metrics, "_exit_recorded", False)
+    monkeypatch.setattr(metrics.ProcessSampler, "start", lambda sampler: None)
+    before = exits_by_reason()
+
+    metrics.prepare_exit_count()
+    metrics.start_worker(configured_workers=4)
+    metrics.record_worker_exit("timeout")
+    metrics.record_worker_exit("shutdown")  # gunicorn's exit path, after the abort
+
+    assert current(metrics.WORKERS_CONFIGURED) == 4
+    assert current(metrics.WORKERS_ALIVE) == 1
+    after = exits_by_reason()
+    assert set(after) == set(metrics.EXIT_REASONS)
+    assert {reason: after[reason] - before.get(reason, 0) for reason in after} == {
+        "recycled": 0,
+        "timeout": 1,
+        "shutdown": 0,
+        "killed": 0,
+    }

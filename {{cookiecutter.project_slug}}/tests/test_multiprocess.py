@@ -250,7 +250,7 @@ def fork(child):
 def add_label_sets(pid, count, pause_every=None):
     """Worker `pid` adds `count` new label sets, one at a time, incrementing each: every
     new label set makes prometheus_client append to the file and update its header.
-    With `pause_every`, it pauses a millisecond after so many, so that scrapes see the
+    With `pause_every`, it pauses 2 ms after so many, so that scrapes see the
     file at many sizes."""
 
     def child():
@@ -259,7 +259,7 @@ def add_label_sets(pid, count, pause_every=None):
             for key in range(count):
                 requests.labels(str(key)).inc()
                 if pause_every and key % pause_every == 0:
-                    time.sleep(0.001)
+                    time.sleep(0.002)
 
     return fork(child)
 
@@ -295,14 +295,14 @@ def test_a_growing_file_never_shows_fewer_bytes_used(directory):
 
 
 def test_scrapes_never_go_backwards_while_a_worker_adds_label_sets(directory):
-    writer = add_label_sets(910, 3_000, pause_every=30)
+    writer = add_label_sets(910, 3_000, pause_every=10)
     totals = []
     deadline = time.monotonic() + 30
     while not exited(writer):
         assert time.monotonic() < deadline, "the writer did not finish"
         totals.append(total(directory, "requests_total"))
 
-    assert len(totals) > 20
+    assert len(totals) > 10
     assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
     assert total(directory, "requests_total") == 3_000
 
@@ -350,6 +350,17 @@ def test_a_workers_files_have_their_disk_blocks_before_it_writes(directory):
 
     assert value(directory, "requests_total", code="200") == 2
     assert value(directory, "duration_count") == 2
+
+
+def test_aggregate_files_take_the_room_their_values_need_however_many_fold(directory):
+    for pid in range(1300, 1340):
+        allocate_worker_files(pid, directory)
+        serve_requests(pid, [0.2])
+        mark_worker_dead(pid, directory)
+
+    assert value(directory, "requests_total", code="200") == 40
+    sizes = {path.name: path.stat().st_size for path in directory.glob("*.db")}
+    assert sizes == {"counter_aggregate.db": 1 << 16, "histogram_aggregate.db": 1 << 16}
 
 
 def test_allocating_a_reused_pids_files_keeps_their_values(directory):

@@ -93,6 +93,31 @@ WORKERS_CPU = Counter(
     registry=None,
 )
 
+# gunicorn's workers: how many there should be, how many are serving, and why each one
+# that exited did. A worker records its own exit; the master records it as "killed" for
+# a worker that could not (gunicorn.conf.py). Under gunicorn only, like the above.
+WORKERS_CONFIGURED = Gauge(
+    "gunicorn_workers_configured",
+    "Worker processes gunicorn is configured to run (WEB_CONCURRENCY).",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+WORKERS_ALIVE = Gauge(
+    "gunicorn_workers_alive",
+    "Worker processes that have booted and not exited.",
+    multiprocess_mode="livesum",
+    registry=None,
+)
+WORKER_EXITS = Counter(
+    "gunicorn_worker_exits",
+    "Worker processes that exited, by reason: recycled (GUNICORN_MAX_REQUESTS), timeout"
+    " (silent past GUNICORN_TIMEOUT), shutdown (stopped by gunicorn), killed (exited"
+    " without saying why: SIGKILL, out of memory, a crash).",
+    ["reason"],
+    registry=None,
+)
+EXIT_REASONS = ("recycled", "timeout", "shutdown", "killed")
+
 # Label values are bounded whatever clients send: route templates, not raw paths, and
 # one value for each of: requests no route matches, and methods outside this set.
 STANDARD_METHODS = frozenset(
@@ -103,6 +128,7 @@ UNMATCHED_PATH = "unmatched"
 
 _children = {}
 _process_sampler = None
+_exit_recorded = False
 
 
 def _request_children(method, path, code):
@@ -204,12 +230,31 @@ def _count_exception(sender, exception, **extra):
     EXCEPTIONS.labels(type(exception).__name__).inc()
 
 
-def start_process_sampler():
-    """Sample this worker's process figures from now on; gunicorn.conf.py calls it in
-    each worker (post_worker_init)."""
+def prepare_exit_count():
+    """Every exit reason from 0, in this worker's files: the master counts the exit of a
+    worker that could not count it itself there. gunicorn.conf.py calls it in each
+    worker as soon as it has forked (post_fork)."""
+    for reason in EXIT_REASONS:
+        WORKER_EXITS.labels(reason)
+
+
+def start_worker(configured_workers):
+    """Count this worker in and sample its process figures from now on; gunicorn.conf.py
+    calls it in each worker once it has booted (post_worker_init)."""
     global _process_sampler
+    WORKERS_CONFIGURED.set(configured_workers)
+    WORKERS_ALIVE.set(1)
     _process_sampler = ProcessSampler()
     _process_sampler.start()
+
+
+def record_worker_exit(reason):
+    """Count this worker's exit once, with the first reason given (a timed-out worker
+    exits through gunicorn's usual exit path too)."""
+    global _exit_recorded
+    if not _exit_recorded:
+        _exit_recorded = True
+        WORKER_EXITS.labels(reason).inc()
 
 
 def _registry():

@@ -19,6 +19,7 @@ its files with prometheus_client's own reader, writer and merge.
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -159,28 +160,62 @@ def _claim_spare(pid, directory):
     return False
 
 
-def mark_worker_dead(pid, path, live=()):
+def mark_worker_dead(pid, path, live=(), unexplained_exit=None):
     """Fold a dead worker's values into the aggregate files and remove its files; then
     the files of dead workers a full disk kept from folding before (none of the `live`
-    pids, which a new worker may have taken), and the spare sets used up since."""
+    pids, which a new worker may have taken), and the spare sets used up since.
+
+    `unexplained_exit`, a (counter name, reason) pair: count the exit as that reason
+    first if the worker did not count it itself (record_unexplained_exit)."""
     directory = Path(path)
     failure = None
     with _locked(directory, fcntl.LOCK_EX):
-        # Even if a fold fails: a dead worker has no requests in progress.
-        for mode in LIVE_GAUGE_MODES:
-            (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
-        _unfolded.add(pid)
-        for dead in sorted(_unfolded - set(live)):
-            try:
-                _fold_worker(dead, directory)
-            except Exception as error:  # each worker on its own; raised below
-                failure = failure or error
-            else:
-                _unfolded.discard(dead)
+        try:
+            if unexplained_exit:
+                try:
+                    record_unexplained_exit(pid, directory, *unexplained_exit)
+                except Exception as error:  # raised below, once the folds are done
+                    failure = error
+            _unfolded.add(pid)
+            for dead in sorted(_unfolded - set(live)):
+                try:
+                    _fold_worker(dead, directory)
+                except Exception as error:  # each worker on its own; raised below
+                    failure = failure or error
+                else:
+                    _unfolded.discard(dead)
+        finally:
+            # Even if a fold failed: a dead worker has no requests in progress.
+            for mode in LIVE_GAUGE_MODES:
+                (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
         if failure is None:
             replenish_spares(directory)
     if failure is not None:
         raise failure
+
+
+def record_unexplained_exit(pid, path, metric, reason):
+    """Set a dead worker's counter `metric` to 1 for `reason` when none of its reasons
+    is above 0: the worker died without recording why (killed, or crashed).
+
+    The worker made every label set of the counter at 0 as it started, so the value is
+    written in place, into disk blocks its file already has. A worker that died before
+    that is not counted. The caller holds the exclusive lock."""
+    dead = Path(path) / f"counter_{pid}.db"
+    if not dead.exists() or not dead.stat().st_size:
+        return
+    reasons = {}
+    for key, value, _, _ in MmapedDict.read_all_values_from_file(str(dead)):
+        metric_name, _, labels, _ = json.loads(key)
+        if metric_name == metric:
+            reasons[labels.get("reason")] = (key, value)
+    if reason not in reasons or any(value for _, value in reasons.values()):
+        return
+    values = MmapedDict(str(dead))
+    try:
+        values.write_value(reasons[reason][0], 1.0, 0.0)
+    finally:
+        values.close()
 
 
 def _fold_worker(pid, directory):
@@ -199,28 +234,33 @@ def _fold(dead, aggregate):
     """Replace `aggregate` by aggregate + dead, atomically, then remove `dead`.
 
     The caller holds the exclusive lock, so no scrape sees the step in between. The
-    staging file gets its disk blocks before it is mapped: the merge holds no more than
-    both files, so it never grows, and a full disk is an OSError that leaves both files
-    as they were.
+    staging file gets its disk blocks before it is mapped, as many as the merged values
+    take, so it never grows, and a full disk is an OSError that leaves both files as
+    they were.
     """
-    sources = [path for path in (aggregate, dead) if path.exists()]
-    merged = MultiProcessCollector.merge([str(path) for path in sources], accumulate=False)
+    sources = [str(path) for path in (aggregate, dead) if path.exists()]
+    merged = [
+        (
+            mmap_key(
+                metric.name,
+                sample.name,
+                list(sample.labels),
+                list(sample.labels.values()),
+                metric.documentation,
+            ),
+            sample.value,
+        )
+        for metric in MultiProcessCollector.merge(sources, accumulate=False)
+        for sample in metric.samples
+    ]
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
     try:
-        _allocate(staging, sum(path.stat().st_size for path in sources))
+        _allocate(staging, _file_size(key for key, _ in merged))
         values = MmapedDict(str(staging))
         try:
-            for metric in merged:
-                for sample in metric.samples:
-                    key = mmap_key(
-                        metric.name,
-                        sample.name,
-                        list(sample.labels),
-                        list(sample.labels.values()),
-                        metric.documentation,
-                    )
-                    values.write_value(key, sample.value, 0.0)
+            for key, value in merged:
+                values.write_value(key, value, 0.0)
         finally:
             values.close()
     except BaseException:
@@ -228,3 +268,14 @@ def _fold(dead, aggregate):
         raise
     os.replace(staging, aggregate)
     dead.unlink()
+
+
+def _file_size(keys):
+    """Bytes a file of prometheus_client's format takes for these keys (mmap_dict.py: an
+    8-byte header; per value, the key's length, the key padded to 8 bytes, the value and
+    its timestamp), rounded up to whole 64 KiB as prometheus_client sizes its files."""
+    used = 8
+    for key in keys:
+        length = len(key.encode("utf-8"))
+        used += 4 + length + (8 - (length + 4) % 8) + 16
+    return -(-used // (1 << 16)) * (1 << 16)

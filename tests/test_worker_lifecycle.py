@@ -1,0 +1,102 @@
+"""The baked service's worker lifecycle metrics under real gunicorn: how many workers are
+configured and alive, and why each one that exited did."""
+
+import os
+import re
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import bake
+from .load import drive
+from .service import serve
+
+TOKEN = "lifecycle-test-token"
+MAX_REQUESTS = 20
+# Long enough for a worker to boot on a loaded machine, short enough to wait for.
+TIMEOUT_SECONDS = 4
+HANGING_ROUTE = """
+
+@bp.get("/hang")
+def hang():
+    import time
+
+    time.sleep(30)  # past GUNICORN_TIMEOUT: the master stops the worker first
+    return {}
+"""
+EXITS = re.compile(r'^gunicorn_worker_exits_total\{reason="(\w+)"\} (\S+)$', re.MULTILINE)
+
+
+@pytest.fixture
+def project(cookies):
+    project = bake(cookies)
+    views = project / "payments_api" / "views.py"
+    views.write_text(views.read_text() + HANGING_ROUTE)
+    return project
+
+
+READ_EXITS = """
+import sys
+from prometheus_client import CollectorRegistry, generate_latest
+from payments_api.multiprocess import LockedCollector
+
+registry = CollectorRegistry()
+registry.register(LockedCollector(sys.argv[1]))
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def metrics_text(service):
+    return service.request("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).body.decode()
+
+
+def sample(text, name):
+    [value] = re.findall(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(value)
+
+
+def test_exits_are_counted_by_reason(project, project_python, tmp_path):
+    environ = {
+        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+        "GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS),
+        "GUNICORN_TIMEOUT": str(TIMEOUT_SECONDS),
+    }
+    with serve(project, project_python, tmp_path, workers=2, **environ) as service:
+        completed, failed = drive(service.url, ["/"], 50, clients=2)
+
+        # A request that hangs: the master aborts its worker after the timeout.
+        with pytest.raises((urllib.error.URLError, ConnectionError, TimeoutError)):
+            urllib.request.urlopen(service.url + "/hang", timeout=TIMEOUT_SECONDS * 5)
+        [aborted] = re.findall(r"WORKER TIMEOUT \(pid:(\d+)\)", service.log_text())
+        service.wait_for_replacement(int(aborted), workers=2)
+
+        victim = service.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        service.wait_for_replacement(victim, workers=2)
+        live = metrics_text(service)
+        assert service.stop() == 0  # the two workers left exit as shut down
+
+    # After the master has reaped every worker, the metrics directory holds all exits.
+    directory = service.tmpdir / "prometheus-multiproc"
+    read = subprocess.run(
+        [project_python, "-c", READ_EXITS, directory],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    exits = {reason: float(value) for reason, value in EXITS.findall(read.stdout)}
+    log = service.log_text()
+    recycles = log.count("Autorestarting worker after current request.")
+
+    assert (completed, failed) == (100, 0)
+    assert recycles >= 100 // MAX_REQUESTS - 2
+    assert exits == {"recycled": recycles, "timeout": 1, "shutdown": 2, "killed": 1}
+    assert log.count("WORKER TIMEOUT") == 1
+    assert f"Worker (pid:{victim}) was sent SIGKILL!" in log
+    assert sample(live, "gunicorn_workers_configured") == 2
+    assert sample(live, "gunicorn_workers_alive") == 2
