@@ -85,6 +85,7 @@ threads = {threads}
 max_requests = {max_requests}
 timeout = {timeout}
 accesslog = None
+logconfig_dict = {{}}  # the baked service's logging config would turn its access log on
 control_socket_disable = True
 """
 

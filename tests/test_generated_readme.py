@@ -7,13 +7,14 @@ import yaml
 
 from .conftest import bake, run
 
-# Keys that metrics.py reads from each request's WSGI environ, not settings.
-WSGI_ENVIRON_KEYS = {"PATH_INFO", "REQUEST_METHOD"}
+# Keys that metrics.py and logs.py read from each request's WSGI environ, not settings.
+WSGI_ENVIRON_KEYS = {"PATH_INFO", "REQUEST_METHOD", "HTTP_X_VCAP_REQUEST_ID", "HTTP_TRACEPARENT"}
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 # os.environ.get("X"), os.environ["X"], config.py's helpers: _text(environ, "X"), and
-# gunicorn.conf.py's: _whole_number("X", ...).
+# gunicorn.conf.py's: _whole_number("X", ...) and _choice("X", ...).
 ENVIRONMENT_READ = re.compile(
-    r"""(?:environ\.get\(|environ\[|_\w+\(environ, |_whole_number\()["']([A-Z][A-Z0-9_]+)"""
+    r"""(?:environ\.get\(|environ\[|_\w+\(environ, |_whole_number\(|_choice\()"""
+    r"""["']([A-Z][A-Z0-9_]+)"""
 )
 
 

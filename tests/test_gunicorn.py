@@ -30,7 +30,7 @@ def test_service_answers_under_gunicorn(project, project_python, tmp_path):
 
     log = service.log_text()
     assert f"Listening at: http://127.0.0.1:{service.port}" in log
-    assert '"GET /_status HTTP/1.1" 200' in log, "the access log goes to stdout"
+    assert '"message": "GET /_status 200"' in log, "the access log goes to stdout"
     assert "Traceback" not in log
 
 

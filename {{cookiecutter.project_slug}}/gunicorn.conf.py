@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+from {{ cookiecutter.package_name }} import logs
+
 
 def _whole_number(name, default, minimum, maximum=None):
     """The whole number in environment variable `name`, or `default` when it is unset.
@@ -17,6 +19,14 @@ def _whole_number(name, default, minimum, maximum=None):
         rule = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
         raise SystemExit(f"{name}={value!r} must be a whole number, {rule}")
     return number
+
+
+def _choice(name, default, choices):
+    """The value of environment variable `name`, one of `choices` (any case), or `default`."""
+    value = os.environ.get(name, "").strip() or default
+    if value.lower() not in choices:
+        raise SystemExit(f"{name}={value!r} must be one of: {', '.join(choices)}")
+    return value.lower()
 
 
 # Cloud Foundry sends the app's traffic to $PORT on the container's interface.
@@ -34,8 +44,12 @@ keepalive = _whole_number("GUNICORN_KEEPALIVE", "5", 1)
 # Recycle a worker after this many requests (plus up to the jitter); 0 never recycles.
 max_requests = _whole_number("GUNICORN_MAX_REQUESTS", "0", 0)
 max_requests_jitter = _whole_number("GUNICORN_MAX_REQUESTS_JITTER", "0", 0)
-# Logs to stdout and stderr, where Cloud Foundry's loggregator collects them.
+# Logs to stdout and stderr, where Cloud Foundry's loggregator collects them: json, one
+# object per line that log platforms parse as it comes (the default), or text, plain
+# lines for reading locally. Either way each request's line has its request id.
+logconfig_dict = logs.logging_config(_choice("LOG_FORMAT", "json", logs.LOG_FORMATS))
 accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({service.request_id}e)s'
 errorlog = "-"
 # gunicorn 25+ opens a control socket under $HOME by default; this service never uses it.
 control_socket_disable = True

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from {{ cookiecutter.package_name }} import (
+    logs,
     metrics,
 )
 from {{ cookiecutter.package_name }}.multiprocess import (
@@ -79,6 +80,20 @@ def test_a_bad_setting_stops_gunicorn_naming_variable_value_and_rule(
         load(**{variable: value})
 
     assert str(stopped.value) == f"{variable}={value!r} must be a whole number, {rule}"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "json"), ("json", "json"), ("TEXT", "text")])
+def test_log_format(metrics_dir, value, expected):
+    conf = load(LOG_FORMAT=value)
+
+    assert conf["logconfig_dict"] == logs.logging_config(expected)
+
+
+def test_a_bad_log_format_stops_gunicorn(metrics_dir):
+    with pytest.raises(SystemExit) as stopped:
+        load(LOG_FORMAT="xml")
+
+    assert str(stopped.value) == "LOG_FORMAT='xml' must be one of: json, text"
 
 
 def test_on_starting_empties_the_metrics_directory(metrics_dir):
