@@ -36,6 +36,14 @@ def bake(cookies, **answers):
     return result.project_path
 
 
+def bake_with_views(cookies, views_source, **answers):
+    """Bake, then add `views_source` (routes on the blueprint `bp`) to the service's views."""
+    project = bake(cookies, **answers)
+    views = project / "payments_api" / "views.py"
+    views.write_text(views.read_text() + views_source)
+    return project
+
+
 def run(command, cwd, **kwargs):
     completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, **kwargs)
     assert completed.returncode == 0, (

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import TEMPLATE, bake, run
+from .conftest import TEMPLATE, bake, bake_with_views, run
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
 from .prometheus_server import prometheus_scraping, running_prometheus
@@ -82,10 +82,7 @@ def as_grafana_sends(expression):
 
 
 def failing_project(cookies, **answers):
-    project = bake(cookies, **answers)
-    views = project / "payments_api" / "views.py"
-    views.write_text(views.read_text() + FAILING_ROUTE)
-    return project
+    return bake_with_views(cookies, FAILING_ROUTE, **answers)
 
 
 def test_every_metric_in_the_rules_and_the_dashboard_is_exported(cookies, project_python, tmp_path):

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import bake
+from .conftest import bake_with_views
 from .load import total
 from .service import serve
 
@@ -30,10 +30,7 @@ def slow():
 
 @pytest.fixture
 def project(cookies):
-    project = bake(cookies)
-    views = project / "payments_api" / "views.py"
-    views.write_text(views.read_text() + SLOW_ROUTE)
-    return project
+    return bake_with_views(cookies, SLOW_ROUTE)
 
 
 def in_progress(service):

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import bake
+from .conftest import bake_with_views
 from .load import drive
 from .service import serve
 
@@ -32,10 +32,7 @@ EXITS = re.compile(r'^gunicorn_worker_exits_total\{reason="(\w+)"\} (\S+)$', re.
 
 @pytest.fixture
 def project(cookies):
-    project = bake(cookies)
-    views = project / "payments_api" / "views.py"
-    views.write_text(views.read_text() + HANGING_ROUTE)
-    return project
+    return bake_with_views(cookies, HANGING_ROUTE)
 
 
 READ_EXITS = """
