@@ -57,6 +57,27 @@ def _metrics_path_error(value):
     return None
 
 
+# The boundaries of the request duration histogram's buckets (prometheus_client's
+# defaults): a latency objective is computed from one of them exactly.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+NUMBER_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _objective_error(value):
+    # 14.4 times the budget is the fastest burn the alerts page on; below 95 % it would
+    # fail most requests, and a fast burn could not be told from an outage.
+    if not NUMBER_PATTERN.fullmatch(value) or not 95 <= float(value) < 100:
+        return "must be a percentage from 95 up to, not including, 100, e.g. 99.9"
+    return None
+
+
+def _latency_threshold_error(value):
+    if not NUMBER_PATTERN.fullmatch(value) or float(value) not in DURATION_BUCKETS:
+        bounds = ", ".join(f"{bound:g}" for bound in DURATION_BUCKETS)
+        return f"must be a bucket boundary of the request duration histogram: {bounds}"
+    return None
+
+
 RULES = {
     "project_slug": _pattern_error(
         SLUG_PATTERN,
@@ -70,6 +91,9 @@ RULES = {
     ),
     "cf_instances": _pattern_error(INSTANCES_PATTERN, "must be a positive whole number, e.g. 2"),
     "metrics_path": _metrics_path_error,
+    "slo_availability": _objective_error,
+    "slo_latency_seconds": _latency_threshold_error,
+    "slo_latency_target": _objective_error,
 }
 
 

@@ -137,7 +137,7 @@ def test_github_workflow_is_valid(baked, template_tool):
     commands = [step["run"] for step in jobs["alerts"]["steps"] if "run" in step]
     assert [command.split(image)[1].split() for command in commands] == [
         ["check", "rules", "alerts.yml"],
-        ["test", "rules", "alerts_test.yml"],
+        ["test", "rules", "alerts_test.yml", "slo_test.yml"],
     ]
     assert all("--entrypoint promtool" in command for command in commands)
 
@@ -238,6 +238,8 @@ def test_hostile_answers_bake_into_files_that_parse(cookies, project_python):
         ({"cf_memory": "lots"}, "ERROR: cf_memory='lots' must be a positive whole number"),
         ({"cf_instances": "0"}, "ERROR: cf_instances='0' must be a positive whole number"),
         ({"metrics_path": "metrics"}, "ERROR: metrics_path='metrics' must start with /"),
+        ({"slo_availability": "100"}, "ERROR: slo_availability='100' must be a percentage from 95"),
+        ({"slo_latency_seconds": "0.3"}, "ERROR: slo_latency_seconds='0.3' must be a bucket"),
     ],
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
 )
@@ -255,5 +257,49 @@ def test_alert_rules_check_and_pass_their_unit_tests(baked):
 
     promtool = require("promtool")
     run([promtool, "check", "rules", "alerts.yml"], cwd=monitoring)
-    result = run([promtool, "test", "rules", "alerts_test.yml"], cwd=monitoring)
-    assert "SUCCESS" in result.stdout + result.stderr
+    for tests in ("alerts_test.yml", "slo_test.yml"):
+        result = run([promtool, "test", "rules", tests], cwd=monitoring)
+        assert "SUCCESS" in result.stdout + result.stderr
+
+
+SLO_ALERTS = [
+    (sli, long, burn, severity)
+    for sli in ("availability", "latency")
+    for long, burn, severity in (("1h", "14.4", "page"), ("6h", "6", "page"), ("1d", "3", "ticket"))
+    + (("3d", "1", "ticket"),)
+]
+
+
+@pytest.mark.parametrize(
+    "objectives",
+    [
+        {"slo_availability": "99.5", "slo_latency_seconds": "1.0", "slo_latency_target": "95"},
+        {"slo_availability": "95", "slo_latency_seconds": "0.005", "slo_latency_target": "99.99"},
+    ],
+    ids=["99.5-1s-95", "95-5ms-99.99"],
+)
+def test_slo_alerts_follow_the_objectives(cookies, objectives):
+    monitoring = bake(cookies, **objectives) / "monitoring"
+    groups = yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
+    rules = {
+        rule.get("alert") or rule["record"]: rule for group in groups for rule in group["rules"]
+    }
+    objective = {
+        "availability": objectives["slo_availability"],
+        "latency": objectives["slo_latency_target"],
+    }
+    for sli, long, burn, severity in SLO_ALERTS:
+        rule = rules[f"{sli.capitalize()}BudgetBurn{long}"]
+        threshold = f"> {burn} * (100 - {objective[sli]}) / 100"
+        assert rule["expr"].count(threshold) == 2, rule["expr"]
+        assert rule["labels"] == {"severity": severity, "slo": sli}
+    latency = rules["job:slo_latency_errors:ratio_rate5m"]["expr"]
+    seconds = float(objectives["slo_latency_seconds"])
+    le = f'le=~"{seconds:g}|{seconds}"' if seconds.is_integer() else f'le="{seconds}"'
+    assert le in latency
+    assert "HighErrorRatio" not in rules
+    assert "HighLatencyP99" not in rules
+
+    promtool = require("promtool")
+    for tests in ("alerts_test.yml", "slo_test.yml"):
+        run([promtool, "test", "rules", tests], cwd=monitoring)

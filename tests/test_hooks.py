@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ TEMPLATE_DEFAULTS = {
     "cf_instances": "2",
     "metrics_path": "/metrics",
     "metrics_auth": "basic_auth",
+    "slo_availability": "99.9",
+    "slo_latency_seconds": "0.5",
+    "slo_latency_target": "99",
 }
 
 
@@ -41,6 +45,12 @@ def test_defaults_are_valid():
         ("cf_instances", "12"),
         ("metrics_path", "/internal/metrics"),
         ("metrics_path", "/_prom.v1"),
+        ("slo_availability", "95"),
+        ("slo_availability", "99.999"),
+        ("slo_latency_target", "99.5"),
+        ("slo_latency_seconds", "0.005"),
+        ("slo_latency_seconds", "1"),
+        ("slo_latency_seconds", "10.0"),
     ],
 )
 def test_valid_answers(name, value):
@@ -78,6 +88,16 @@ def test_valid_answers(name, value):
         ("metrics_path", "/static/metrics", "a path the service serves"),
         ("metrics_path", "/a/../metrics", "must not have . or .. as a segment"),
         ("metrics_path", "/.", "must not have . or .. as a segment"),
+        ("slo_availability", "100", "a percentage from 95 up to, not including, 100"),
+        ("slo_availability", "94.9", "a percentage from 95"),
+        ("slo_availability", "0", "a percentage from 95"),
+        ("slo_availability", "99.9%", "a percentage from 95"),
+        ("slo_availability", "1e2", "a percentage from 95"),
+        ("slo_latency_target", "101", "a percentage from 95"),
+        ("slo_latency_target", "", "a percentage from 95"),
+        ("slo_latency_seconds", "0.3", "a bucket boundary of the request duration histogram"),
+        ("slo_latency_seconds", "-1", "a bucket boundary"),
+        ("slo_latency_seconds", "inf", "a bucket boundary"),
     ],
 )
 def test_invalid_answer_names_variable_value_and_rule(name, value, rule):
@@ -114,3 +134,13 @@ def test_next_steps_name_the_project():
 
     assert steps.splitlines()[:2] == ["Created payments-api. Next steps:", "  cd payments-api"]
     assert "cf push" in steps
+
+
+def test_latency_thresholds_are_the_histograms_bucket_boundaries(project_python):
+    """The service's duration histogram has prometheus_client's default buckets."""
+    script = "from prometheus_client import Histogram\nprint(*Histogram.DEFAULT_BUCKETS)"
+    buckets = subprocess.run(
+        [project_python, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    assert tuple(map(float, buckets)) == (*pre_gen.DURATION_BUCKETS, float("inf"))
