@@ -46,15 +46,17 @@ SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
 PARTS = ("throughput", "instructions", "scrape", "scale")
-# The baked service's views and settings without its metrics; {package} is filled in.
+# The baked service's views, settings and request ids, without its metrics; {package} is
+# filled in.
 BARE_APP = """
 from flask import Flask
 
-from {package} import views
+from {package} import logs, views
 from {package}.config import settings_from_environ
 
 app = Flask("{package}")
 app.config.from_mapping(settings_from_environ())
+logs.init_app(app)
 app.register_blueprint(views.bp)
 """
 
