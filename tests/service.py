@@ -129,6 +129,12 @@ class Service(Gunicorn):
         except urllib.error.HTTPError as error:
             return Response(error.code, dict(error.headers), error.read())
 
+    def metrics_text(self, token):
+        """The metrics endpoint's text exposition, read with bearer `token`."""
+        response = self.request("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert response.status == 200, response.body
+        return response.body.decode()
+
     def wait_for_workers(self, count, ready=None, timeout=START_TIMEOUT):
         return super().wait_for_workers(count, ready or self._answers, timeout)
 

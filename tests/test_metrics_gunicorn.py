@@ -118,7 +118,7 @@ def test_worker_process_figures_and_app_info(project, project_python, tmp_path):
         # Each worker samples its figures once it has loaded the app, which the one that
         # answered readiness has, but the other may still be doing on a busy machine.
         deadline = time.monotonic() + 30
-        while (memory_pids := memory_sample_pids(body := metrics_text(service))) != pids:
+        while (memory_pids := memory_sample_pids(body := service.metrics_text(TOKEN))) != pids:
             assert time.monotonic() < deadline, f"{memory_pids} sampled, workers {pids}"
             time.sleep(0.2)
 
@@ -126,10 +126,6 @@ def test_worker_process_figures_and_app_info(project, project_python, tmp_path):
     assert total(body, "process_open_fds") > 0
     assert total(body, "process_cpu_seconds_total") > 0
     assert 'app_info{name="payments-api",python_version="' in body
-
-
-def metrics_text(service):
-    return service.request("/metrics", headers=AUTH).body.decode()
 
 
 def memory_sample_pids(body):

@@ -34,8 +34,7 @@ def project(cookies):
 
 
 def in_progress(service):
-    response = service.request("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-    return total(response.body.decode(), "http_server_requests_in_progress")
+    return total(service.metrics_text(TOKEN), "http_server_requests_in_progress")
 
 
 # bash replaces itself with the last command of `bash -c` on its own; dash, Debian's sh,

@@ -46,10 +46,6 @@ sys.stdout.write(generate_latest(registry).decode())
 """
 
 
-def metrics_text(service):
-    return service.request("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).body.decode()
-
-
 def sample(text, name):
     [value] = re.findall(rf"^{name} (\S+)$", text, re.MULTILINE)
     return float(value)
@@ -73,7 +69,7 @@ def test_exits_are_counted_by_reason(project, project_python, tmp_path):
         victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         service.wait_for_replacement(victim, workers=2)
-        live = metrics_text(service)
+        live = service.metrics_text(TOKEN)
         assert service.stop() == 0  # the two workers left exit as shut down
 
     # After the master has reaped every worker, the metrics directory holds all exits.
