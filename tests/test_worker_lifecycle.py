@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -69,7 +70,12 @@ def test_exits_are_counted_by_reason(project, project_python, tmp_path):
         victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         service.wait_for_replacement(victim, workers=2)
+        # The replacement counts itself alive once it has booted, a moment after its fork.
+        deadline = time.monotonic() + 30
         live = service.metrics_text(TOKEN)
+        while sample(live, "gunicorn_workers_alive") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            live = service.metrics_text(TOKEN)
         assert service.stop() == 0  # the two workers left exit as shut down
 
     # After the master has reaped every worker, the metrics directory holds all exits.
