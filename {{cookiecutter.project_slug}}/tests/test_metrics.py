@@ -43,8 +43,12 @@ def app():
     return app
 
 
-def scrape(client, path=METRICS_PATH, **headers):
-    return client.get(path, headers={"Authorization": f"Bearer {TOKEN}", **headers})
+def scrape(client, path=METRICS_PATH, environ_overrides=None, **headers):
+    return client.get(
+        path,
+        headers={"Authorization": f"Bearer {TOKEN}", **headers},
+        environ_overrides=environ_overrides,
+    )
 
 
 def sample(metric, **labels):
@@ -138,6 +142,19 @@ def test_scrapes_are_not_counted(client):
     assert METRICS_PATH not in paths
     assert series("http_server_requests_total") == before
     assert sample("http_server_requests_in_progress") == before_in_progress
+
+
+@pytest.mark.parametrize("spelling", ["/" + METRICS_PATH, METRICS_PATH.replace("/", "///")])
+def test_scrapes_spelt_otherwise_are_not_counted_either(client, spelling):
+    """Flask merges slashes: `//metrics` reaches the metrics view, and is not counted."""
+    before = requests(METRICS_PATH, "200")
+
+    # As gunicorn passes it on; the test client would read `//metrics` as a host name.
+    response = scrape(client, "/", environ_overrides={"PATH_INFO": spelling})
+
+    assert response.status_code == 200
+    assert b"http_server_requests_total" in response.data
+    assert requests(METRICS_PATH, "200") == before
 
 
 def test_app_info(app):

@@ -214,16 +214,22 @@ def _timed(wsgi_app, metrics_path):
             return wsgi_app(environ, start_response_noting_status)
         finally:
             IN_PROGRESS.dec()
-            method = environ["REQUEST_METHOD"]
-            duration, count = _request_children(
-                method if method in STANDARD_METHODS else OTHER_METHOD,
-                UNMATCHED_PATH if rule is None else rule.rule,
-                status,
-            )
-            duration.observe(time.perf_counter() - start)
-            count.inc()
+            # A scrape spelt otherwise (//metrics) reaches the metrics view too: Flask's
+            # match, not the raw path, says it was one.
+            if rule is None or rule.endpoint != "metrics":
+                _count_request(environ["REQUEST_METHOD"], rule, status, start)
 
     return timed_wsgi_app
+
+
+def _count_request(method, rule, status, start):
+    duration, count = _request_children(
+        method if method in STANDARD_METHODS else OTHER_METHOD,
+        UNMATCHED_PATH if rule is None else rule.rule,
+        status,
+    )
+    duration.observe(time.perf_counter() - start)
+    count.inc()
 
 
 def _count_exception(sender, exception, **extra):
