@@ -46,7 +46,7 @@ run: $(VENV)/installed
 	$(VENV)/bin/cookiecutter --no-input --output-dir build .
 	$(PYTHON) -m venv $(SERVICE)/.venv
 	$(SERVICE)/.venv/bin/pip install --quiet -r $(SERVICE)/requirements.txt
-	cd $(SERVICE) && .venv/bin/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+	cd $(SERVICE) && .venv/bin/python -m payments_api --bind 127.0.0.1:$(PORT)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

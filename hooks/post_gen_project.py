@@ -23,7 +23,7 @@ def next_steps(answers):
             f"  cd {slug}",
             "  python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt",
             "  .venv/bin/pytest && .venv/bin/ruff check .",
-            "  .venv/bin/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:8000 wsgi:app",
+            f"  .venv/bin/python -m {answers['package_name']} --bind 127.0.0.1:8000",
             "  cf push",
             "README.md explains how to protect the metrics endpoint; monitoring/ holds the",
             "Prometheus configuration, alert rules and Grafana dashboard for the service.",

@@ -178,10 +178,10 @@ def manifest_environment(python, port, home, tmpdir, **environ):
 
 
 @contextlib.contextmanager
-def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", **environ):
-    """Start the manifest's command in `shell` (`shell -c command`, as Cloud Foundry
-    does), with the project's Python environment on PATH, run by `wrapper` (a command
-    that takes the command to run as its last arguments), if any.
+def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", command=None, **environ):
+    """Start the manifest's command (or `command`) in `shell` (`shell -c command`, as
+    Cloud Foundry does), with the project's Python environment on PATH, run by `wrapper`
+    (a command that takes the command to run as its last arguments), if any.
 
     Only the bind address changes: GUNICORN_CMD_ARGS keeps the server on loopback.
     """
@@ -190,8 +190,10 @@ def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", **envi
     home = tmp_path / "home"
     tmpdir.mkdir()
     home.mkdir()
-    env = manifest_environment(python, port, home, tmpdir, WEB_CONCURRENCY=str(workers), **environ)
-    command = [*wrapper, shell, "-c", manifest_command(project)]
+    env = manifest_environment(
+        python, port, home, tmpdir, **{"WEB_CONCURRENCY": str(workers), **environ}
+    )
+    command = [*wrapper, shell, "-c", command or manifest_command(project)]
     service = Service(command, project, env, tmp_path / "gunicorn.log", port, tmpdir, home)
     try:
         service.wait_for_workers(workers)

@@ -96,7 +96,7 @@ def test_manifest_follows_the_answers(baked):
     assert app["health-check-type"] == "http"
     assert app["health-check-http-endpoint"] == "/_status"
     assert app["command"].startswith("PROMETHEUS_MULTIPROC_DIR=")
-    assert app["command"].endswith(" exec gunicorn --config gunicorn.conf.py wsgi:app")
+    assert app["command"].endswith(" exec python -m payments_api")
     assert app["env"] == {
         "PROMETHEUS_METRICS_PATH": "/metrics",
         "METRICS_BASIC_AUTH": "true" if answers["metrics_auth"] == "basic_auth" else "false",

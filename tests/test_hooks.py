@@ -130,9 +130,10 @@ def test_hooks_read_answers_as_data():
 
 
 def test_next_steps_name_the_project():
-    steps = post_gen.next_steps({"project_slug": "payments-api"})
+    steps = post_gen.next_steps({"project_slug": "payments-api", "package_name": "payments_api"})
 
     assert steps.splitlines()[:2] == ["Created payments-api. Next steps:", "  cd payments-api"]
+    assert "  .venv/bin/python -m payments_api --bind 127.0.0.1:8000" in steps.splitlines()
     assert "cf push" in steps
 
 

@@ -1,53 +1,34 @@
-"""Gunicorn settings: each value comes from an environment variable, with a default."""
+"""Gunicorn settings: each value comes from an environment variable, with a default.
+
+config.py reads and checks them, with every other setting the service reads, before
+gunicorn starts a worker: a bad value stops gunicorn with one line that names the
+variable, the value and the rule (README.md, Settings).
+"""
 
 import os
-import shutil
-import tempfile
+import time
 
 from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }}.config import ConfigError, check_environ, server_settings_from_environ
 
+try:
+    check_environ()
+    _settings = server_settings_from_environ()
+except ConfigError as error:
+    raise SystemExit(str(error)) from None
 
-def _whole_number(name, default, minimum, maximum=None):
-    """The whole number in environment variable `name`, or `default` when it is unset.
-
-    A value outside the rule stops gunicorn with one line that names the variable, the
-    value and the rule, rather than a traceback or a server that starts and cannot serve.
-    """
-    value = os.environ.get(name, "").strip() or default
-    number = int(value) if value.isascii() and value.isdigit() else None
-    if number is None or number < minimum or (maximum is not None and number > maximum):
-        rule = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
-        raise SystemExit(f"{name}={value!r} must be a whole number, {rule}")
-    return number
-
-
-def _choice(name, default, choices):
-    """The value of environment variable `name`, one of `choices` (any case), or `default`."""
-    value = os.environ.get(name, "").strip() or default
-    if value.lower() not in choices:
-        raise SystemExit(f"{name}={value!r} must be one of: {', '.join(choices)}")
-    return value.lower()
-
-
-# Cloud Foundry sends the app's traffic to $PORT on the container's interface.
-bind = f"0.0.0.0:{_whole_number('PORT', '8000', 1, 65535)}"
-# Worker processes; WEB_CONCURRENCY is the name Cloud Foundry and Heroku buildpacks use.
-workers = _whole_number("WEB_CONCURRENCY", "2", 1)
-# Threads per worker; more than 1 switches gunicorn to its gthread worker.
-threads = _whole_number("GUNICORN_THREADS", "1", 1)
-# Seconds a worker may stay silent before the master kills and replaces it.
-timeout = _whole_number("GUNICORN_TIMEOUT", "30", 1)
-# Seconds to finish requests on shutdown: Cloud Foundry kills the app 10 s after SIGTERM.
-graceful_timeout = _whole_number("GUNICORN_GRACEFUL_TIMEOUT", "8", 1)
-# Seconds an idle keep-alive connection from the router stays open.
-keepalive = _whole_number("GUNICORN_KEEPALIVE", "5", 1)
-# Recycle a worker after this many requests (plus up to the jitter); 0 never recycles.
-max_requests = _whole_number("GUNICORN_MAX_REQUESTS", "0", 0)
-max_requests_jitter = _whole_number("GUNICORN_MAX_REQUESTS_JITTER", "0", 0)
+bind = f"0.0.0.0:{_settings['port']}"
+workers = _settings["workers"]
+threads = _settings["threads"]
+timeout = _settings["timeout"]
+graceful_timeout = _settings["graceful_timeout"]
+keepalive = _settings["keepalive"]
+max_requests = _settings["max_requests"]
+max_requests_jitter = _settings["max_requests_jitter"]
 # Logs to stdout and stderr, where Cloud Foundry's loggregator collects them: json, one
 # object per line that log platforms parse as it comes (the default), or text, plain
 # lines for reading locally. Either way each request's line has its request id.
-logconfig_dict = logs.logging_config(_choice("LOG_FORMAT", "json", logs.LOG_FORMATS))
+logconfig_dict = logs.logging_config(_settings["log_format"])
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({service.request_id}e)s'
 errorlog = "-"
@@ -55,31 +36,46 @@ errorlog = "-"
 control_socket_disable = True
 
 # prometheus_client picks single- or multi-process mode when a worker first imports it,
-# so the metrics directory must be in the environment before then. On Cloud Foundry the
-# manifest command sets it; locally each run gets a private directory of its own.
-_private_metrics_directory = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _private_metrics_directory:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+# so the metrics directory must be in the environment before then: the manifest command
+# sets it on Cloud Foundry, and `python -m {{ cookiecutter.package_name }}` makes a private one for
+# a local run.
+if _settings["metrics_directory"] is None:
+    raise SystemExit(
+        "PROMETHEUS_MULTIPROC_DIR is unset: set it, or start the service with"
+        " `python -m {{ cookiecutter.package_name }}`, which gives each run a private directory"
+    )
+_metrics_directory = str(_settings["metrics_directory"])
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory  # as config.py reads it
+# Seconds a worker that cannot get its metric files waits before it exits, so that the
+# master does not fork replacements in a tight loop.
+_ALLOCATION_RETRY_SECONDS = min(1.0, timeout / 2)
+
+from {{ cookiecutter.package_name }} import multiprocess  # noqa: E402 (after the variable is set)
+
+try:
+    multiprocess.check_directory(_metrics_directory)
+except ConfigError as error:
+    raise SystemExit(str(error)) from None
 
 
 def on_starting(server):
-    from {{ cookiecutter.package_name }} import multiprocess
-
-    multiprocess.reset_directory(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        multiprocess.reset_directory(_metrics_directory, workers)
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
 
 
 def post_fork(server, worker):
     """Before the worker imports the app: give its metric files their disk blocks, and
     make its exit countable."""
-    from {{ cookiecutter.package_name }} import multiprocess
-
     try:
-        multiprocess.allocate_worker_files(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        multiprocess.allocate_worker_files(worker.pid, _metrics_directory)
     except OSError as error:
         # Writing metrics into files the disk cannot back would kill the worker with
         # SIGBUS mid-request. Exit instead (not as a boot error, which would stop the
         # master): the other workers go on serving, and the master starts another.
         server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
+        time.sleep(_ALLOCATION_RETRY_SECONDS)
         raise SystemExit(1) from error
     from {{ cookiecutter.package_name }} import metrics
 
@@ -112,13 +108,10 @@ def worker_exit(server, worker):
 
 def child_exit(server, worker):
     """Every dead worker, however it died: fold its metrics into the aggregate files."""
-    from {{ cookiecutter.package_name }} import multiprocess
-
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     try:
         multiprocess.mark_worker_dead(
             worker.pid,
-            directory,
+            _metrics_directory,
             live=server.WORKERS,
             # A worker counts its own exit (worker_exit, worker_abort) unless it cannot.
             unexplained_exit=("gunicorn_worker_exits", "killed"),
@@ -128,8 +121,3 @@ def child_exit(server, worker):
         # not yet folded stay where they are, scrapes go on counting them, and the next
         # worker exit tries again (a full disk may have room by then).
         server.log.exception("Could not fold the metrics of dead worker %s", worker.pid)
-
-
-def on_exit(server):
-    if _private_metrics_directory:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

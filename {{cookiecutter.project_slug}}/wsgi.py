@@ -1,5 +1,12 @@
-"""The WSGI entry point: `gunicorn --config gunicorn.conf.py wsgi:app`."""
+"""The WSGI entry point that gunicorn serves (`python -m {{ cookiecutter.package_name }}`)."""
+
+from gunicorn.errors import AppImportError
 
 from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.config import ConfigError
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as error:
+    # gunicorn prints the one line and stops, rather than restart workers that cannot load.
+    raise AppImportError(str(error)) from None

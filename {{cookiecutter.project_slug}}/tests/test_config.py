@@ -1,11 +1,16 @@
 import ipaddress
+from pathlib import Path
 
 import pytest
 
 from {{ cookiecutter.package_name }}.config import (
     DEFAULT_METRICS_BASIC_AUTH,
     DEFAULT_METRICS_PATH,
+    METRICS_PATH_MAX_LENGTH,
     ConfigError,
+    check_environ,
+    metrics_directory,
+    server_settings_from_environ,
     settings_from_environ,
 )
 
@@ -32,8 +37,12 @@ def test_empty_metrics_basic_auth_keeps_the_default():
 
 @pytest.mark.parametrize("value", ["yes", "1", "on", "tru"])
 def test_metrics_basic_auth_refuses_anything_else(value):
-    with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH"):
+    with pytest.raises(ConfigError) as error:
         settings_from_environ({"METRICS_BASIC_AUTH": value})
+
+    assert (
+        str(error.value) == f"METRICS_BASIC_AUTH={value!r} must be one of: true, false (any case)"
+    )
 
 
 @pytest.mark.parametrize("value", ["/metrics", "/internal/metrics", "/_prom.v1"])
@@ -45,6 +54,14 @@ def test_metrics_path(value):
 def test_metrics_path_refuses_what_is_not_a_plain_path(value):
     with pytest.raises(ConfigError, match="PROMETHEUS_METRICS_PATH"):
         settings_from_environ({"PROMETHEUS_METRICS_PATH": value})
+
+
+def test_metrics_path_has_a_length_gunicorn_can_serve():
+    longest = "/" + "m" * (METRICS_PATH_MAX_LENGTH - 1)
+    assert settings_from_environ({"PROMETHEUS_METRICS_PATH": longest})["METRICS_PATH"] == longest
+
+    with pytest.raises(ConfigError, match=f"must be at most {METRICS_PATH_MAX_LENGTH} characters"):
+        settings_from_environ({"PROMETHEUS_METRICS_PATH": longest + "m"})
 
 
 @pytest.mark.parametrize("value", ["/.", "/..", "/a/../metrics", "/./metrics"])
@@ -75,18 +92,29 @@ def test_application_id_comes_from_vcap_application():
     vcap = '{"application_id": "0f4a1c9e", "application_name": "x"}'
 
     assert settings_from_environ({"VCAP_APPLICATION": vcap})["CF_APPLICATION_ID"] == "0f4a1c9e"
-    assert settings_from_environ({"VCAP_APPLICATION": "{}"})["CF_APPLICATION_ID"] is None
-    assert settings_from_environ({"VCAP_APPLICATION": "[1]"})["CF_APPLICATION_ID"] is None
 
 
-def test_malformed_vcap_application_stops_start_up():
-    with pytest.raises(ConfigError, match="VCAP_APPLICATION"):
-        settings_from_environ({"VCAP_APPLICATION": "{not json"})
+@pytest.mark.parametrize(
+    "value", ["{not json", "{}", "[1]", '{"application_id": 7}', '{"application_id": " "}']
+)
+def test_vcap_application_without_an_application_id_stops_start_up(value):
+    """Cloud Foundry always sets one: anything else is not what the platform wrote, and a
+    credential silently dropped would be a surprise."""
+    with pytest.raises(ConfigError, match="VCAP_APPLICATION must be a JSON object"):
+        settings_from_environ({"VCAP_APPLICATION": value})
 
 
 def test_username_without_password_stops_start_up():
     with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH_PASSWORD"):
         settings_from_environ({"METRICS_BASIC_AUTH_USERNAME": "prometheus"})
+
+
+def test_username_with_a_colon_stops_start_up():
+    """Basic auth splits at the first colon: such a username could never log in."""
+    with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH_USERNAME must not contain ':'"):
+        settings_from_environ(
+            {"METRICS_BASIC_AUTH_USERNAME": "a:b", "METRICS_BASIC_AUTH_PASSWORD": "c"}
+        )
 
 
 def test_networks_are_parsed():
@@ -103,7 +131,7 @@ def test_networks_are_parsed():
 
 def test_ipv4_mapped_entries_read_as_ipv4():
     settings = settings_from_environ(
-        {"METRICS_TRUSTED_PROXIES": "::ffff:10.0.0.0/104, ::ffff:0:0/96, ::ffff:1.2.3.4/128"}
+        {"METRICS_TRUSTED_PROXIES": "::ffff:10.0.0.0/104, ::ffff:0:0/96, ::ffff:1.2.3.4"}
     )
 
     assert settings["METRICS_TRUSTED_PROXIES"] == (
@@ -114,9 +142,105 @@ def test_ipv4_mapped_entries_read_as_ipv4():
 
 
 @pytest.mark.parametrize("variable", ["METRICS_IP_WHITELIST", "METRICS_TRUSTED_PROXIES"])
+@pytest.mark.parametrize(
+    ("entry", "range_"),
+    [
+        ("::ffff:203.0.113.10/64", "::/64"),
+        ("::ffff:203.0.113.10/120", "::ffff:cb00:7100/120"),
+        ("10.0.0.1/8", "10.0.0.0/8"),
+        ("2001:db8::1/32", "2001:db8::/32"),
+    ],
+)
+def test_an_entry_wider_than_it_says_is_refused(variable, entry, range_):
+    """`::ffff:203.0.113.10/64` would let in `::5` and not 203.0.113.10: never widen."""
+    with pytest.raises(ConfigError) as error:
+        settings_from_environ({variable: f"127.0.0.1, {entry}"})
+
+    assert str(error.value) == (
+        f"{variable} has {entry!r}, whose address has bits set past its"
+        f" /{entry.partition('/')[2]}: write {range_} for the whole range, or the address alone"
+    )
+
+
+def test_trusted_proxies_blank_is_the_default_and_none_is_none():
+    default = settings_from_environ({})["METRICS_TRUSTED_PROXIES"]
+
+    assert settings_from_environ({"METRICS_TRUSTED_PROXIES": " "})["METRICS_TRUSTED_PROXIES"] == (
+        default
+    )
+    assert (
+        settings_from_environ({"METRICS_TRUSTED_PROXIES": "None"})["METRICS_TRUSTED_PROXIES"] == ()
+    )
+
+
+@pytest.mark.parametrize("variable", ["METRICS_IP_WHITELIST", "METRICS_TRUSTED_PROXIES"])
 @pytest.mark.parametrize("entry", ["10.0.0.256", "example.com", "10.0.0.0/33", "*"])
 def test_malformed_network_names_the_variable_and_entry(variable, entry):
     with pytest.raises(ConfigError, match=rf"{variable} has '{entry}'") as error:
         settings_from_environ({variable: f"10.0.0.1, {entry}"})
 
     assert "not an IP address or CIDR range" in str(error.value)
+
+
+def test_server_defaults():
+    assert server_settings_from_environ({}) == {
+        "port": 8000,
+        "workers": 2,
+        "threads": 1,
+        "timeout": 30,
+        "graceful_timeout": 8,
+        "keepalive": 5,
+        "max_requests": 0,
+        "max_requests_jitter": 0,
+        "log_format": "json",
+        "metrics_directory": None,
+    }
+
+
+WHOLE_NUMBERS = {
+    "PORT": (1, 65535),
+    "WEB_CONCURRENCY": (1, 64),
+    "GUNICORN_THREADS": (1, 256),
+    "GUNICORN_TIMEOUT": (1, 3600),
+    "GUNICORN_GRACEFUL_TIMEOUT": (1, 3600),
+    "GUNICORN_KEEPALIVE": (1, 3600),
+    "GUNICORN_MAX_REQUESTS": (0, 100_000_000),
+    "GUNICORN_MAX_REQUESTS_JITTER": (0, 100_000_000),
+    "CF_INSTANCE_INDEX": (0, 9999),
+}
+
+
+@pytest.mark.parametrize("variable", WHOLE_NUMBERS)
+def test_whole_numbers_take_their_bounds(variable):
+    low, high = WHOLE_NUMBERS[variable]
+
+    for good in (low, high):
+        check_environ({variable: str(good)})
+
+
+@pytest.mark.parametrize("variable", WHOLE_NUMBERS)
+@pytest.mark.parametrize(
+    "value", ["-1", "nan", "3.0", "0x10", "1e3", "+5", "٣", "99999999999999999999", "below"]
+)
+def test_whole_numbers_refuse_anything_else(variable, value):
+    low, high = WHOLE_NUMBERS[variable]
+    if value == "below":
+        value = str(low - 1)
+
+    with pytest.raises(ConfigError) as error:
+        check_environ({variable: value})
+
+    assert str(error.value) == f"{variable}={value!r} must be a whole number from {low} to {high}"
+
+
+@pytest.mark.parametrize("variable", [*WHOLE_NUMBERS, "LOG_FORMAT", "METRICS_BASIC_AUTH"])
+@pytest.mark.parametrize("value", ["", "  ", "\t"])
+def test_blank_is_the_default(variable, value):
+    check_environ({variable: value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("  ", None), ("metrics", "metrics")])
+def test_a_blank_metrics_directory_is_unset(value, expected):
+    directory = metrics_directory({"PROMETHEUS_MULTIPROC_DIR": value})
+
+    assert directory == (None if expected is None else Path(expected))

@@ -20,13 +20,17 @@ def test_settings_come_from_the_environment(monkeypatch):
     config = create_app().config
 
     assert config["METRICS_PATH"] == "/internal/metrics"
-    assert config["INSTANCE_INDEX"] == "1"
+    assert config["INSTANCE_INDEX"] == 1
 
 
-def test_bad_setting_stops_start_up(monkeypatch):
-    monkeypatch.setenv("METRICS_BASIC_AUTH", "maybe")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("METRICS_BASIC_AUTH", "maybe"), ("GUNICORN_TIMEOUT", "nan")]
+)
+def test_bad_setting_stops_start_up(monkeypatch, variable, value):
+    """Every setting is checked, gunicorn's too, as the gunicorn master checks them."""
+    monkeypatch.setenv(variable, value)
 
-    with pytest.raises(ConfigError, match="METRICS_BASIC_AUTH='maybe'"):
+    with pytest.raises(ConfigError, match=f"{variable}='{value}'"):
         create_app()
 
 

@@ -2,6 +2,7 @@ import errno
 import logging
 import os
 import runpy
+import shutil
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -59,18 +60,20 @@ def test_settings_from_the_environment(metrics_dir):
 @pytest.mark.parametrize(
     ("variable", "value", "rule"),
     [
-        ("WEB_CONCURRENCY", "0", "1 or more"),
-        ("WEB_CONCURRENCY", "abc", "1 or more"),
-        ("GUNICORN_THREADS", "abc", "1 or more"),
-        ("GUNICORN_THREADS", "-1", "1 or more"),
+        ("WEB_CONCURRENCY", "0", "from 1 to 64"),
+        ("WEB_CONCURRENCY", "abc", "from 1 to 64"),
+        ("WEB_CONCURRENCY", "99999999999999999999", "from 1 to 64"),
+        ("GUNICORN_THREADS", "abc", "from 1 to 256"),
+        ("GUNICORN_THREADS", "-1", "from 1 to 256"),
         ("PORT", "abc", "from 1 to 65535"),
         ("PORT", "99999", "from 1 to 65535"),
         ("PORT", "0", "from 1 to 65535"),
-        ("GUNICORN_TIMEOUT", "0", "1 or more"),
-        ("GUNICORN_GRACEFUL_TIMEOUT", "2.5", "1 or more"),
-        ("GUNICORN_KEEPALIVE", "0", "1 or more"),
-        ("GUNICORN_MAX_REQUESTS", "-5", "0 or more"),
-        ("GUNICORN_MAX_REQUESTS_JITTER", "many", "0 or more"),
+        ("GUNICORN_TIMEOUT", "0", "from 1 to 3600"),
+        ("GUNICORN_TIMEOUT", "19000000000", "from 1 to 3600"),
+        ("GUNICORN_GRACEFUL_TIMEOUT", "2.5", "from 1 to 3600"),
+        ("GUNICORN_KEEPALIVE", "0", "from 1 to 3600"),
+        ("GUNICORN_MAX_REQUESTS", "-5", "from 0 to 100000000"),
+        ("GUNICORN_MAX_REQUESTS_JITTER", "many", "from 0 to 100000000"),
     ],
 )
 def test_a_bad_setting_stops_gunicorn_naming_variable_value_and_rule(
@@ -79,7 +82,14 @@ def test_a_bad_setting_stops_gunicorn_naming_variable_value_and_rule(
     with pytest.raises(SystemExit) as stopped:
         load(**{variable: value})
 
-    assert str(stopped.value) == f"{variable}={value!r} must be a whole number, {rule}"
+    assert str(stopped.value) == f"{variable}={value!r} must be a whole number {rule}"
+
+
+def test_a_bad_app_setting_stops_gunicorn_before_any_worker(metrics_dir):
+    with pytest.raises(SystemExit) as stopped:
+        load(METRICS_BASIC_AUTH="yes")
+
+    assert str(stopped.value) == "METRICS_BASIC_AUTH='yes' must be one of: true, false (any case)"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", "json"), ("json", "json"), ("TEXT", "text")])
@@ -93,31 +103,59 @@ def test_a_bad_log_format_stops_gunicorn(metrics_dir):
     with pytest.raises(SystemExit) as stopped:
         load(LOG_FORMAT="xml")
 
-    assert str(stopped.value) == "LOG_FORMAT='xml' must be one of: json, text"
+    assert str(stopped.value) == "LOG_FORMAT='xml' must be one of: json, text (any case)"
 
 
-def test_on_starting_empties_the_metrics_directory(metrics_dir):
+def test_on_starting_empties_the_metrics_directory_of_metric_files_only(metrics_dir):
     metrics_dir.mkdir()
-    (metrics_dir / "counter_123.db").write_bytes(b"old run")
+    old_run = ["counter_123.db", "gauge_livesum_123.db", "histogram_aggregate.db"]
+    for name in [*old_run, ".counter_aggregate.staging"]:
+        (metrics_dir / name).write_bytes(b"old run")
+    others = ["app.db", "counter.db", "counter_123.db.bak", "notes.txt"]
+    for name in others:
+        (metrics_dir / name).write_bytes(b"not ours")
     conf = load()
 
     conf["on_starting"](server=None)
 
-    assert metrics_dir.is_dir()
-    assert list(metrics_dir.glob("*.db")) == []
-    assert sorted(path.name for path in metrics_dir.glob(".spare-*")) == [".spare-0", ".spare-1"]
+    assert sorted(path.name for path in metrics_dir.iterdir()) == sorted(
+        [".spare-0", ".spare-1", *others]
+    )
+    assert {(metrics_dir / name).read_bytes() for name in others} == {b"not ours"}
 
 
-def test_private_metrics_directory_when_none_is_set(monkeypatch):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "recorded, so that it is unset again after")
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    conf = load()
-    directory = Path(conf["os"].environ["PROMETHEUS_MULTIPROC_DIR"])
-    assert directory.is_dir()
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_blank_metrics_directory_is_unset(monkeypatch, tmp_path, value):
+    monkeypatch.chdir(tmp_path)
 
-    conf["on_exit"](server=None)
+    with pytest.raises(SystemExit) as stopped:
+        load(PROMETHEUS_MULTIPROC_DIR=value)
 
-    assert not directory.exists()
+    assert "PROMETHEUS_MULTIPROC_DIR is unset" in str(stopped.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_metrics_directory_that_is_a_file_stops_gunicorn(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+
+    with pytest.raises(SystemExit) as stopped:
+        load(PROMETHEUS_MULTIPROC_DIR=str(a_file))
+
+    assert str(stopped.value) == f"PROMETHEUS_MULTIPROC_DIR='{a_file}' is not a directory"
+
+
+def test_a_disk_too_small_stops_gunicorn_naming_the_room_needed(metrics_dir, monkeypatch):
+    conf = load(WEB_CONCURRENCY="4")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1 << 20))
+
+    with pytest.raises(SystemExit) as stopped:
+        conf["on_starting"](server=None)
+
+    assert str(stopped.value) == (
+        f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' has no room for the metric files:"
+        " 4 workers and 2 spare sets need 7.5 MiB (No space left on device)"
+    )
 
 
 def test_post_fork_allocates_the_workers_metric_files(metrics_dir):

@@ -310,7 +310,7 @@ def test_scrapes_never_go_backwards_while_a_worker_adds_label_sets(directory):
 def test_reset_directory_empties_a_previous_run(directory):
     serve_requests(700, [0.2])
 
-    reset_directory(directory)
+    reset_directory(directory, workers=2)
 
     assert db_files(directory) == []
 
@@ -373,7 +373,7 @@ def test_allocating_a_reused_pids_files_keeps_their_values(directory):
 
 def test_a_worker_booting_on_a_full_disk_takes_a_spare_set(directory, full_disk):
     full_disk.room()
-    reset_directory(directory)
+    reset_directory(directory, workers=2)
     full_disk.full = True
 
     allocate_worker_files(1220, directory)
@@ -439,6 +439,32 @@ def test_a_worker_whose_files_cannot_be_folded_holds_up_no_other(directory):
     ]
     (directory / "counter_1260.db").unlink()
     assert value(directory, "requests_total", code="200") == 1
+
+
+def test_a_worker_dying_while_the_lock_is_broken_is_folded_once_it_works(directory):
+    """The pid is kept before anything can fail, its live gauges go at once, and its
+    files are folded at the next worker exit after the lock is repaired."""
+    for pid in (1300, 1301, 1302):
+        with worker(pid):
+            Gauge("alive", "Alive.", multiprocess_mode="livesum", registry=None).set(1)
+            Counter("requests", "Requests.", registry=None).inc(pid - 1299)
+    (directory / ".lock").mkdir()  # replaced by a directory: it cannot be opened
+
+    with pytest.raises(IsADirectoryError):
+        mark_worker_dead(1300, directory, live=[1301, 1302])
+    assert not (directory / "gauge_livesum_1300.db").exists()
+    assert (directory / "counter_1300.db").exists()
+
+    (directory / ".lock").rmdir()
+    mark_worker_dead(1301, directory, live=[1302])
+
+    assert value(directory, "alive") == 1
+    assert value(directory, "requests_total") == 1 + 2 + 3
+    assert db_files(directory) == [
+        "counter_1302.db",
+        "counter_aggregate.db",
+        "gauge_livesum_1302.db",
+    ]
 
 
 def test_a_removed_directory_is_made_again_by_scrapes_and_booting_workers(directory):

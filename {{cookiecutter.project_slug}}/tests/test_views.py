@@ -15,9 +15,9 @@ def test_index_says_which_service_answered(client):
 
 
 def test_index_names_the_cloud_foundry_instance(app):
-    app.config["INSTANCE_INDEX"] = "3"
+    app.config["INSTANCE_INDEX"] = 3
 
-    assert app.test_client().get("/").json["instance"] == "3"
+    assert app.test_client().get("/").json["instance"] == 3
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,13 @@
 from flask import Flask
 
-from .config import settings_from_environ
+from .config import check_environ, settings_from_environ
 
 __version__ = "0.1.0"
 
 
 def create_app(config=None):
     """Build the service. `config` overrides the settings read from the environment."""
+    check_environ()  # every setting, gunicorn's too, as the gunicorn master checks them
     app = Flask(__name__)
     app.config.from_mapping(settings_from_environ())
     if config is not None:

@@ -25,7 +25,6 @@ REQUEST_ID_KEY = "service.request_id"
 TRACE_ID_KEY = "service.trace_id"
 ROUTE_KEY = "service.route"
 REQUEST_KEYS = (REQUEST_ID_KEY, TRACE_ID_KEY)
-LOG_FORMATS = ("json", "text")
 
 
 def init_app(app):

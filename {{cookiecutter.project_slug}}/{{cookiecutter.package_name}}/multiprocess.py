@@ -18,14 +18,18 @@ its files with prometheus_client's own reader, writer and merge.
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from .config import METRICS_DIRECTORY, ConfigError
 
 LOCK_FILE = ".lock"
 AGGREGATE_ID = "aggregate"
@@ -47,6 +51,14 @@ WORKER_FILE_SIZES = {
 }
 # Sets of worker files the master keeps allocated, for workers that boot on a full disk.
 SPARE_SETS = 2
+# The only files reset_directory removes: those prometheus_client names (mmap_dict.py:
+# the type, the gauge's mode, the process), the aggregates, and this module's own.
+# Anything else in the directory (an app's database, say) is never touched.
+VALUE_FILE = re.compile(
+    r"(counter|histogram|summary|gauge_(live)?(all|sum|max|min|mostrecent))_(\d+|aggregate)\.db"
+)
+OWN_FILE = re.compile(r"\.\w+_aggregate\.staging")
+OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
 # Dead workers whose files a fold could not take (a full disk): the master retries them.
 _unfolded = set()
@@ -93,19 +105,43 @@ class LockedCollector(MultiProcessCollector):
             return self.merge(files)
 
 
-def reset_directory(path):
-    """Create the directory, or empty it of a previous run's files, which would count
-    twice; then allocate the spare sets of worker files."""
+def check_directory(path):
+    """Create the metrics directory if need be; ConfigError when it cannot be used."""
     directory = Path(path)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for leftover in directory.glob("*.db"):
-        leftover.unlink()
-    for leftover in directory.glob(".*.staging"):
-        leftover.unlink()
-    for leftover in directory.glob(".spare-*"):
-        shutil.rmtree(leftover)
+    setting = f"{METRICS_DIRECTORY}={str(path)!r}"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{setting} is not a directory") from None
+    except OSError as error:
+        raise ConfigError(f"{setting} cannot be made: {error.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting} is a directory this user cannot write into")
+
+
+def reset_directory(path, workers):
+    """Empty the directory of a previous run's metric files, which would count twice;
+    then allocate the spare sets of worker files. ConfigError, naming the room needed,
+    when the disk cannot hold the spare sets and `workers` workers' files."""
+    directory = Path(path)
+    check_directory(directory)
+    for leftover in directory.iterdir():
+        if VALUE_FILE.fullmatch(leftover.name) or OWN_FILE.fullmatch(leftover.name):
+            leftover.unlink()
+        elif OWN_DIRECTORY.fullmatch(leftover.name):
+            shutil.rmtree(leftover)
     _unfolded.clear()
-    replenish_spares(directory)
+    needed = (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
+    try:
+        if shutil.disk_usage(directory).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replenish_spares(directory)
+    except OSError as error:
+        raise ConfigError(
+            f"{METRICS_DIRECTORY}={str(path)!r} has no room for the metric files:"
+            f" {workers} workers and {SPARE_SETS} spare sets need"
+            f" {needed / (1 << 20):.1f} MiB ({error.strerror})"
+        ) from None
 
 
 def replenish_spares(path):
@@ -162,36 +198,45 @@ def _claim_spare(pid, directory):
 
 def mark_worker_dead(pid, path, live=(), unexplained_exit=None):
     """Fold a dead worker's values into the aggregate files and remove its files; then
-    the files of dead workers a full disk kept from folding before (none of the `live`
-    pids, which a new worker may have taken), and the spare sets used up since.
+    the files of dead workers that could not be folded before (a full disk, a lock that
+    could not be taken), none of the `live` pids, which a new worker may have taken; and
+    top up the spare sets used up since.
 
     `unexplained_exit`, a (counter name, reason) pair: count the exit as that reason
     first if the worker did not count it itself (record_unexplained_exit)."""
     directory = Path(path)
-    failure = None
-    with _locked(directory, fcntl.LOCK_EX):
-        try:
-            if unexplained_exit:
-                try:
-                    record_unexplained_exit(pid, directory, *unexplained_exit)
-                except Exception as error:  # raised below, once the folds are done
-                    failure = error
-            _unfolded.add(pid)
+    # First, before anything can fail: a later exit retries whatever this one cannot do.
+    _unfolded.add(pid)
+    try:
+        with _locked(directory, fcntl.LOCK_EX):
+            failure = None
             for dead in sorted(_unfolded - set(live)):
                 try:
+                    if unexplained_exit:
+                        record_unexplained_exit(dead, directory, *unexplained_exit)
                     _fold_worker(dead, directory)
                 except Exception as error:  # each worker on its own; raised below
                     failure = failure or error
                 else:
                     _unfolded.discard(dead)
-        finally:
-            # Even if a fold failed: a dead worker has no requests in progress.
-            for mode in LIVE_GAUGE_MODES:
-                (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
-        if failure is None:
+                finally:
+                    # Even if its fold failed: a dead worker has no requests in progress
+                    # and is not alive.
+                    _remove_live_gauges(dead, directory)
+            if failure is not None:
+                raise failure
             replenish_spares(directory)
-    if failure is not None:
-        raise failure
+    except Exception:
+        # The lock itself may have failed: no scrape can be reading then, since scrapes
+        # take the same lock, and the dead worker must stop counting as alive.
+        _remove_live_gauges(pid, directory)
+        raise
+
+
+def _remove_live_gauges(pid, directory):
+    with contextlib.suppress(OSError):  # a read-only directory: nothing more can be done
+        for mode in LIVE_GAUGE_MODES:
+            (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
 
 
 def record_unexplained_exit(pid, path, metric, reason):
