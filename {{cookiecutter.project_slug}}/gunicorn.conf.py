@@ -9,7 +9,11 @@ import os
 import time
 
 from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.config import ConfigError, check_environ, server_settings_from_environ
+from {{ cookiecutter.package_name }}.config import (
+    ConfigError,
+    check_environ,
+    server_settings_from_environ,
+)
 
 try:
     check_environ()
@@ -37,12 +41,12 @@ control_socket_disable = True
 
 # prometheus_client picks single- or multi-process mode when a worker first imports it,
 # so the metrics directory must be in the environment before then: the manifest command
-# sets it on Cloud Foundry, and `python -m {{ cookiecutter.package_name }}` makes a private one for
-# a local run.
+# sets it on Cloud Foundry, and the package's __main__.py makes a private one for a local
+# run.
 if _settings["metrics_directory"] is None:
     raise SystemExit(
-        "PROMETHEUS_MULTIPROC_DIR is unset: set it, or start the service with"
-        " `python -m {{ cookiecutter.package_name }}`, which gives each run a private directory"
+        "PROMETHEUS_MULTIPROC_DIR is unset: set it, or start the service as the manifest"
+        " does (python -m and the package), which gives each run a private directory"
     )
 _metrics_directory = str(_settings["metrics_directory"])
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory  # as config.py reads it
@@ -50,7 +54,8 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory  # as config.py read
 # master does not fork replacements in a tight loop.
 _ALLOCATION_RETRY_SECONDS = min(1.0, timeout / 2)
 
-from {{ cookiecutter.package_name }} import multiprocess  # noqa: E402 (after the variable is set)
+# Imported once the variable is set: prometheus_client reads it when first imported.
+from {{ cookiecutter.package_name }} import multiprocess  # noqa: E402
 
 try:
     multiprocess.check_directory(_metrics_directory)

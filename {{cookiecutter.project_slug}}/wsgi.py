@@ -1,4 +1,4 @@
-"""The WSGI entry point that gunicorn serves (`python -m {{ cookiecutter.package_name }}`)."""
+"""The WSGI entry point that gunicorn serves (see the package's __main__.py)."""
 
 from gunicorn.errors import AppImportError
 

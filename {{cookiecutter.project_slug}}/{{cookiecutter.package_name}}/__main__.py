@@ -1,8 +1,8 @@
-"""Serve the app under gunicorn: `python -m {{ cookiecutter.package_name }}`, as manifest.yml's command does.
+"""Serve the app under gunicorn, as manifest.yml's command does: `python -m` the package.
 
 Every setting is checked first, before gunicorn's own import reads WEB_CONCURRENCY, so
 that a bad value stops start-up with one line (README.md, Settings). Arguments go to
-gunicorn, after gunicorn.conf.py: `python -m {{ cookiecutter.package_name }} --bind 127.0.0.1:8000`.
+gunicorn, after gunicorn.conf.py: `--bind 127.0.0.1:8000`, say.
 Without PROMETHEUS_MULTIPROC_DIR, as in a local run, the run gets a private metrics
 directory, removed when gunicorn exits.
 """

@@ -1,10 +1,9 @@
 """Settings, each read from one environment variable with a default.
 
 Every setting the service reads is parsed here, by one set of helpers, and checked before
-gunicorn starts a worker (`python -m {{ cookiecutter.package_name }}`, gunicorn.conf.py) and again by
-`create_app()`. A bad value raises ConfigError, whose message is one line naming the
-variable, the value and the rule. A blank value (empty, or spaces) is the same as unset:
-the default.
+gunicorn starts a worker (__main__.py, gunicorn.conf.py) and again by `create_app()`. A
+bad value raises ConfigError, whose message is one line naming the variable, the value
+and the rule. A blank value (empty, or spaces) is the same as unset: the default.
 """
 
 import ipaddress
