@@ -7,8 +7,10 @@ GOV.UK's gds-metrics, and the metrics this template bakes, all of them on. wrk l
 each in interleaved rounds, sync and gthread workers; the medians of requests per
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
-worker recycles, with the number of metric files each leaves behind; and the cost of a
-scrape at scale, 2 to 16 workers' files (scrape_scale.py).
+worker recycles, with the number of metric files each leaves behind; the cost of a
+scrape at scale, 2 to 16 workers' files (scrape_scale.py); and monitoring/cf-discovery's
+passes over 500 apps of 4 instances against the Cloud Foundry API stand-in
+(discovery.py).
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
 are also measured in instructions per request, under callgrind, which counts the same
@@ -36,6 +38,8 @@ from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE))
+import discovery  # noqa: E402  (bench/discovery.py, beside this file)
+
 # The tests' way of starting gunicorn and finding its workers, so that both agree.
 from tests.service import Gunicorn, free_loopback_port  # noqa: E402
 
@@ -45,7 +49,7 @@ TOKEN = "bench-token"
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
-PARTS = ("throughput", "instructions", "scrape", "scale")
+PARTS = ("throughput", "instructions", "scrape", "scale", "discovery")
 # The baked service's views, settings and request ids, without its metrics; {package} is
 # filled in.
 BARE_APP = """
@@ -423,9 +427,13 @@ def main():
         help="which measurements to run (all by default)",
     )
     args = parser.parse_args()
-    if not shutil.which("wrk"):
+    if "throughput" in args.parts and not shutil.which("wrk"):
         sys.exit("bench needs wrk: apt-get install wrk")
     describe_machine()
+    if "discovery" in args.parts:
+        discovery.main([])
+    if set(args.parts) <= {"discovery"}:
+        return
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         apps = build(Path(workdir))
         if "throughput" in args.parts:

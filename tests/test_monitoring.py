@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .conftest import TEMPLATE, bake, bake_with_views, run
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
@@ -29,7 +30,6 @@ from .service import free_loopback_port, serve
 from .tools import require
 
 TOKEN = "monitoring-test-token"
-APP_GUID = "5cdc7595-2e9b-4f62-8d5a-a86b92f2df0e"
 SLUG = "payments-api"
 SCHEMAS = TEMPLATE / "tests" / "schemas"
 # Metric names as they appear in PromQL; recording rules (with a colon) and Prometheus's
@@ -272,68 +272,128 @@ def test_run_prometheus_refuses_what_it_cannot_run(cookies, tmp_path):
 
 
 @pytest.mark.parametrize("auth", ["basic_auth", "ip_whitelist"])
-def test_scrape_config_reaches_the_local_service_and_each_cloudfoundry_instance(
+def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_changes(
     cookies, project_python, tmp_path, auth
 ):
-    instances = 3
-    project = bake(cookies, metrics_auth=auth, cf_instances=str(instances))
+    """The app labels itself (manifest.yml), cf-discovery finds it through the API
+    stand-in, and a real Prometheus scrapes each instance, a real gunicorn, through the
+    router stand-in, as the app scales 2 -> 4 -> 1 and while the API fails."""
+    project = bake(cookies, metrics_auth=auth)
     monitoring = project / "monitoring"
-    environ = {
-        # On Cloud Foundry the app's GUID comes in VCAP_APPLICATION, and is a token it takes.
-        "VCAP_APPLICATION": json.dumps({"application_id": APP_GUID}),
-        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
-        "METRICS_IP_WHITELIST": "127.0.0.1",
-    }
-    with (
-        serve(project, project_python, tmp_path, **environ) as service,
-        cloudfoundry_router(service.url, APP_GUID, instances) as router,
-    ):
-        follow_the_readme_for_cloudfoundry(monitoring, router.address, auth)
-        # Two changes the test needs: the service listens on a free port rather than
-        # 8000, and the stand-in router speaks plain HTTP, as the real one does not.
+    [manifest] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
+    platform = CloudFoundry(page_size=50)
+    backends = {}
+    instances = {}
+    discovery_port = free_loopback_port()
+
+    def scale(app_guid, count):
+        for index in range(count):
+            if index not in instances:
+                stack = contextlib.ExitStack()
+                home = tmp_path / f"instance-{index}-{len(list(tmp_path.iterdir()))}"
+                home.mkdir()
+                environ = {
+                    "VCAP_APPLICATION": json.dumps({"application_id": app_guid}),
+                    "CF_INSTANCE_INDEX": str(index),
+                    "METRICS_IP_WHITELIST": "127.0.0.1",
+                }
+                service = stack.enter_context(
+                    serve(project, project_python, home, workers=1, **environ)
+                )
+                instances[index] = (stack, service)
+                backends[f"{app_guid}:{index}"] = service.url
+        for index in sorted(instances):
+            if index >= count:
+                stack, _ = instances.pop(index)
+                del backends[f"{app_guid}:{index}"]
+                stack.close()
+        platform.scale(app_guid, count)
+
+    def scraped(prometheus, count):
+        """Wait until Prometheus scrapes exactly the `count` instances, all up."""
+        deadline = time.monotonic() + 60
+        expected = {f"{SLUG}/{index}" for index in range(count)}
+        while True:
+            up = prometheus.query(f'up{{job="{SLUG}", instance!="local"}}')
+            found = {item["metric"]["instance"]: item["value"][1] for item in up}
+            if found == dict.fromkeys(expected, "1"):
+                return up
+            assert time.monotonic() < deadline, f"{found}, not {expected}: {prometheus.targets()}"
+            time.sleep(0.5)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cloudfoundry_api(platform))
+        router = stack.enter_context(cloudfoundry_router(backends))
+        space = platform.space("live", platform.organization("payments"))
+        app_guid = platform.push(manifest["name"], space, router.address, 2, **manifest["metadata"])
+        scale(app_guid, 2)
+        # What the test changes: Prometheus scrapes every second, and finds cf-discovery's
+        # own metrics on a free port.
         config = monitoring / "prometheus.yml"
-        text = config.read_text()
-        assert text.count('"127.0.0.1:8000"') == 1
-        assert text.count("scheme: https") == instances
-        text = text.replace('"127.0.0.1:8000"', f'"127.0.0.1:{service.port}"')
-        config.write_text(text.replace("scheme: https", "scheme: http"))
+        text = config.read_text().replace("scrape_interval: 15s", "scrape_interval: 1s")
+        config.write_text(text.replace("127.0.0.1:9188", f"127.0.0.1:{discovery_port}"))
+        prometheus = stack.enter_context(
+            run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN)
+        )
+        discovery_log = (tmp_path / "cf-discovery.log").open("w")
+        stack.callback(discovery_log.close)
+        discovery = subprocess.Popen(
+            [
+                project_python,
+                monitoring / "cf-discovery",
+                "--interval=1",
+                "--scheme=http",
+                f"--prometheus={prometheus.url}",
+                f"--metrics-address=127.0.0.1:{discovery_port}",
+            ],
+            env={
+                **os.environ,
+                "CF_API": platform.url,
+                "CF_CLIENT_ID": platform.client_id,
+                "CF_CLIENT_SECRET": platform.client_secret,
+            },
+            stderr=discovery_log,
+        )
+        stack.callback(discovery.wait, 15)
+        stack.callback(discovery.terminate)
+        scraped(prometheus, 2)
+        scale(app_guid, 4)
+        four = scraped(prometheus, 4)
+        scale(app_guid, 1)
+        scraped(prometheus, 1)
 
-        with run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as prometheus:
-            # Now that run-prometheus has written the local token, every file it names exists.
-            run([require("promtool"), "check", "config", config], cwd=monitoring)
-            # Prometheus spreads both the first scrapes and the first rule evaluation over
-            # the 15 s intervals, so wait for each: a rule is "unknown" until evaluated.
-            # A first scrape that fails is retried 15 s later, hence the long deadlines.
-            deadline = time.monotonic() + 90
-            while len(up := prometheus.query(f'up{{job="{SLUG}"}} == 1')) < 1 + instances:
-                assert time.monotonic() < deadline, f"targets not all up: {prometheus.targets()}"
-                time.sleep(1)
-            deadline = time.monotonic() + 60
-            while "unknown" in (rules := prometheus.rule_health()).values():
-                assert time.monotonic() < deadline, f"rules not all evaluated: {rules}"
-                time.sleep(1)
+        # Instance 0 has lived throughout: its requests, each counted once.
+        [instance_zero] = [service for _, service in instances.values()]
+        completed, _ = drive(instance_zero.url, ["/"], 7, clients=1)
+        counted = prometheus.wait_for(
+            f'http_server_requests_total{{job="{SLUG}", path="/"}} == {completed}'
+        )
 
-    assert {item["metric"]["instance"] for item in up} == {"local"} | {
-        f"{router.address}/{index}" for index in range(instances)
-    }
+        # The API fails: the target stays, scraped, and discovery says it is failing.
+        platform.fail_with("500")
+        prometheus.wait_for('cf_discovery_passes_total{result="failure"} > 0')
+        still = scraped(prometheus, 1)
+        platform.fail_with(None)
+        prometheus.wait_for("time() - cf_discovery_last_success_timestamp_seconds < 5")
+        # Prometheus offsets the first rule evaluation within its 15 s interval.
+        deadline = time.monotonic() + 60
+        while "unknown" in (rules := prometheus.rule_health()).values():
+            assert time.monotonic() < deadline, f"rules not all evaluated: {rules}"
+            time.sleep(1)
+        checked = run([require("promtool"), "check", "config", "prometheus.yml"], cwd=monitoring)
+
+    log = (tmp_path / "cf-discovery.log").read_text()
+    assert {item["metric"]["cf_instance_index"] for item in four} == {"0", "1", "2", "3"}
+    assert {item["metric"]["cf_space"] for item in four} == {"live"}
+    assert still[0]["metric"]["instance"] == f"{SLUG}/0"
+    assert completed == 7
+    assert [item["metric"]["instance"] for item in counted] == [f"{SLUG}/0"]
+    assert "SUCCESS" in checked.stdout + checked.stderr
     assert set(rules.values()) == {"ok"}, rules
-    assert router.refused == []
-    assert {header for header, _ in router.seen} == {
-        f"{APP_GUID}:{index}" for index in range(instances)
-    }
-    expected_authorization = {f"Bearer {APP_GUID}"} if auth == "basic_auth" else {None}
+    assert "pass failed, the last good targets stay: GET /v3/apps answered 500" in log
+    assert router.refused == [] or {error for _, error in router.refused} == {"unknown_route"}
+    expected_authorization = {f"Bearer {app_guid}"} if auth == "basic_auth" else {None}
     assert {authorization for _, authorization in router.seen} == expected_authorization
-
-
-def follow_the_readme_for_cloudfoundry(monitoring, route, auth):
-    """The steps README.md gives, with the router's address for the app's route."""
-    config = monitoring / "prometheus.yml"
-    config.write_text(config.read_text().replace("APP_GUID", APP_GUID))
-    if auth == "basic_auth":
-        (monitoring / "secrets" / "cf-metrics-token").write_text(APP_GUID)
-    else:
-        assert not (monitoring / "secrets").exists()
-    (monitoring / "cloudfoundry-targets.yml").write_text(f'- targets: ["{route}"]\n')
 
 
 def run_prometheus(monitoring, tmp_path, **environ):
@@ -355,23 +415,24 @@ class _Router(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def cloudfoundry_router(service_url, app_guid, instances):
+def cloudfoundry_router(backends):
     """A stand-in for Cloud Foundry's router, on loopback: it honours X-CF-APP-INSTANCE as
     the Cloud Foundry documentation describes (routing-release, "How to use X-CF headers"):
     "<app GUID>:<index>", a 400 with X-Cf-Routererror for a malformed value or an unknown
-    instance, and sends every instance's requests on to the one service."""
+    instance, and sends each instance's requests on to its own service: `backends` maps
+    "<app GUID>:<index>" to the service's URL, and the test changes it as it scales."""
     seen = []
     refused = []
     guid = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
-    header_format = re.compile(rf"(?P<guid>{guid}):(?P<index>\d+)")
+    header_format = re.compile(rf"{guid}:\d+")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             header = self.headers.get("X-CF-APP-INSTANCE")
-            match = header_format.fullmatch(header or "")
-            if header is not None and match is None:
+            if header is None or not header_format.fullmatch(header):
                 return self.refuse(header, "invalid_cf_app_instance_header")
-            if match and (match["guid"] != app_guid or int(match["index"]) >= instances):
+            service_url = backends.get(header)
+            if service_url is None:
                 return self.refuse(header, "unknown_route")
             seen.append((header, self.headers.get("Authorization")))
             forwarded = {

@@ -1,0 +1,322 @@
+"""A stand-in for the Cloud Foundry API v3 and its UAA, on loopback, for cf-discovery.
+
+Cloud Foundry itself cannot run here, so this serves the response shapes its own
+documentation gives (cloudfoundry/cloud_controller_ng, docs/v3/source/includes, published
+at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java):
+
+- `GET /`: the global root document, `links.uaa.href` and `links.login.href` (root).
+- `POST /oauth/token`: UAA's client credentials grant, the client's id and secret in HTTP
+  basic auth; `{"access_token", "token_type": "bearer", "expires_in"}`, or 401
+  `{"error": "invalid_client"}` for a wrong secret.
+- `GET /v3/apps`: `label_selector` (`key=value` requirements), `include=space.organization`
+  with `included.spaces` and `included.organizations`, pagination with
+  `pagination.next.href` repeating the filters (resources/apps/_list.md.erb).
+- `GET /v3/processes`: `app_guids` and `types` filters; a rolling deploy lists two `web`
+  processes for one app (app/actions/deployment_create.rb, clone_existing_web_process).
+- `GET /v3/routes`: `app_guids` filter; `url` is host.domain and path, without a scheme;
+  destinations name the app and its process type.
+- 401 `CF-InvalidAuthToken` for an unknown or expired token (concepts/_errors.md.erb).
+
+Pages hold at most `page_size` resources whatever `per_page` asks, so that a small fleet
+spans pages. Faults of the API (not of UAA) are switched on with `fail_with`: "500",
+"hang", "bad_json"; tokens can be revoked after a number of API requests.
+"""
+
+import base64
+import contextlib
+import http.server
+import json
+import re
+import secrets
+import threading
+import time
+import urllib.parse
+import uuid
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class CloudFoundry:
+    def __init__(self, client_id="prometheus", client_secret="discovery-secret", page_size=2):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.page_size = page_size
+        self.token_lifetime = 3600
+        self.tokens = {}
+        self.organizations = {}
+        self.spaces = {}
+        self.apps = {}
+        self.processes = {}
+        self.routes = {}
+        self.requests = []
+        self.fault = None
+        self.revoke_tokens_after = None
+        self.authorized = 0
+        self.url = None
+        self._lock = threading.Lock()
+
+    # The platform's state, as cf push, cf scale and cf set-label would leave it.
+
+    def organization(self, name):
+        guid = str(uuid.uuid4())
+        self.organizations[guid] = {"guid": guid, "name": name}
+        return guid
+
+    def space(self, name, organization):
+        guid = str(uuid.uuid4())
+        self.spaces[guid] = {
+            "guid": guid,
+            "name": name,
+            "relationships": {"organization": {"data": {"guid": organization}}},
+        }
+        return guid
+
+    def push(self, name, space, route_url, instances, labels=None, annotations=None):
+        """An app with a web process of `instances` and a route; its GUID."""
+        guid = str(uuid.uuid4())
+        self.apps[guid] = {
+            "guid": guid,
+            "name": name,
+            "state": "STARTED",
+            "relationships": {"space": {"data": {"guid": space}}},
+            "metadata": {"labels": labels or {}, "annotations": annotations or {}},
+        }
+        self.add_web_process(guid, instances)
+        self.map_route(guid, route_url)
+        return guid
+
+    def add_web_process(self, app, instances):
+        guid = str(uuid.uuid4())
+        self.processes[guid] = {
+            "guid": guid,
+            "type": "web",
+            "instances": instances,
+            "relationships": {"app": {"data": {"guid": app}}},
+        }
+        return guid
+
+    def scale(self, app, instances):
+        for process in self.processes.values():
+            if process["relationships"]["app"]["data"]["guid"] == app:
+                process["instances"] = instances
+
+    def map_route(self, app, url, path=""):
+        guid = str(uuid.uuid4())
+        host = url.partition(".")[0]
+        self.routes[guid] = {
+            "guid": guid,
+            "protocol": "http",
+            "host": host,
+            "path": path,
+            "url": url + path,
+            "destinations": [
+                {
+                    "guid": str(uuid.uuid4()),
+                    "app": {"guid": app, "process": {"type": "web"}},
+                    "weight": None,
+                    "port": 8080,
+                    "protocol": "http1",
+                }
+            ],
+        }
+        return guid
+
+    def unmap_routes(self, app):
+        for guid, route in list(self.routes.items()):
+            if any(d["app"]["guid"] == app for d in route["destinations"]):
+                del self.routes[guid]
+
+    def delete(self, app):
+        self.unmap_routes(app)
+        del self.apps[app]
+        for guid, process in list(self.processes.items()):
+            if process["relationships"]["app"]["data"]["guid"] == app:
+                del self.processes[guid]
+
+    def fail_with(self, fault):
+        self.fault = fault
+
+    def expire_tokens(self):
+        self.tokens.clear()
+
+    def api_requests(self):
+        return [path for method, path in self.requests if path.startswith("/v3/")]
+
+    # The HTTP side.
+
+    def handle(self, handler):
+        parts = urllib.parse.urlsplit(handler.path)
+        query = urllib.parse.parse_qs(parts.query)
+        with self._lock:
+            self.requests.append((handler.command, handler.path))
+        if parts.path.startswith("/v3/"):
+            if self.fault == "hang":
+                time.sleep(30)
+                return 504, {"errors": []}
+            if self.fault == "500":
+                error = {"code": 10001, "title": "CF-ServerError", "detail": "An error occurred"}
+                return 500, {"errors": [error]}
+            if self.fault == "bad_json":
+                return 200, "<html>a proxy's error page</html>"
+        if handler.command == "POST" and parts.path == "/oauth/token":
+            return self.token(handler)
+        if parts.path == "/":
+            return 200, {
+                "links": {
+                    "self": {"href": self.url},
+                    "cloud_controller_v3": {"href": f"{self.url}/v3"},
+                    "login": {"href": self.url},
+                    "uaa": {"href": self.url},
+                    "credhub": None,
+                }
+            }
+        token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if self.tokens.get(token, 0) < time.monotonic():
+            return 401, {
+                "errors": [
+                    {"code": 1000, "title": "CF-InvalidAuthToken", "detail": "Invalid Auth Token"}
+                ]
+            }
+        with self._lock:
+            self.authorized += 1
+            if self.authorized == self.revoke_tokens_after:
+                self.tokens.clear()  # revoked: this request is the last it served
+        if parts.path == "/v3/apps":
+            return 200, self.apps_page(parts.path, query)
+        if parts.path == "/v3/processes":
+            return 200, self.list_page(parts.path, query, self.matching_processes(query))
+        if parts.path == "/v3/routes":
+            return 200, self.list_page(parts.path, query, self.matching_routes(query))
+        return 404, {"errors": [{"code": 10000, "title": "CF-NotFound", "detail": "Unknown"}]}
+
+    def token(self, handler):
+        length = int(handler.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(handler.rfile.read(length).decode())
+        expected = f"{self.client_id}:{self.client_secret}".encode()
+        given = handler.headers.get("Authorization", "").removeprefix("Basic ")
+        if form.get("grant_type") != ["client_credentials"] or base64.b64decode(given) != expected:
+            return 401, {"error": "invalid_client", "error_description": "Bad credentials"}
+        token = secrets.token_hex(16)
+        self.tokens[token] = time.monotonic() + self.token_lifetime
+        return 200, {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": self.token_lifetime,
+            "scope": "cloud_controller.read",
+            "jti": str(uuid.uuid4()),
+        }
+
+    def apps_page(self, path, query):
+        requirements = _label_requirements(query.get("label_selector", [""])[0])
+        apps = [
+            app
+            for app in self.apps.values()
+            if all(app["metadata"]["labels"].get(key) == value for key, value in requirements)
+        ]
+        page = self.list_page(path, query, apps)
+        if query.get("include") == ["space.organization"]:
+            resources = page["resources"]
+            spaces = {app["relationships"]["space"]["data"]["guid"] for app in resources}
+            organizations = {
+                self.spaces[space]["relationships"]["organization"]["data"]["guid"]
+                for space in spaces
+            }
+            page["included"] = {
+                "spaces": [self.spaces[guid] for guid in sorted(spaces)],
+                "organizations": [self.organizations[guid] for guid in sorted(organizations)],
+            }
+        return page
+
+    def matching_processes(self, query):
+        apps = _guid_filter(query, "app_guids")
+        kinds = _guid_filter(query, "types")
+        return [
+            process
+            for process in self.processes.values()
+            if (apps is None or process["relationships"]["app"]["data"]["guid"] in apps)
+            and (kinds is None or process["type"] in kinds)
+        ]
+
+    def matching_routes(self, query):
+        apps = _guid_filter(query, "app_guids")
+        return [
+            route
+            for route in self.routes.values()
+            if apps is None or any(d["app"]["guid"] in apps for d in route["destinations"])
+        ]
+
+    def list_page(self, path, query, resources):
+        per_page = min(int(query.get("per_page", ["50"])[0]), self.page_size)
+        number = int(query.get("page", ["1"])[0])
+        pages = max(1, -(-len(resources) // per_page))
+
+        def link(page):
+            if not 1 <= page <= pages:
+                return None
+            params = {key: values[0] for key, values in query.items()}
+            params.update(page=page, per_page=per_page)
+            return {"href": f"{self.url}{path}?{urllib.parse.urlencode(sorted(params.items()))}"}
+
+        return {
+            "pagination": {
+                "total_results": len(resources),
+                "total_pages": pages,
+                "first": link(1),
+                "last": link(pages),
+                "next": link(number + 1),
+                "previous": link(number - 1),
+            },
+            "resources": resources[(number - 1) * per_page : number * per_page],
+        }
+
+
+def _label_requirements(selector):
+    """`key=value` requirements of a label selector, the form cf-discovery sends."""
+    requirements = []
+    for requirement in filter(None, selector.split(",")):
+        match = re.fullmatch(r"([\w\-./]+)==?([\w\-.]*)", requirement)
+        assert match, f"a label selector requirement the stand-in does not know: {requirement}"
+        requirements.append(match.groups())
+    return requirements
+
+
+def _guid_filter(query, name):
+    return set(query[name][0].split(",")) if name in query else None
+
+
+@contextlib.contextmanager
+def cloudfoundry_api(platform):
+    """Serve `platform` on loopback, with its `url` set."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.answer(*platform.handle(self))
+
+        do_POST = do_GET
+
+        def answer(self, status, body):
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up waiting (the hang fault)
+
+        def log_message(self, *arguments):
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    platform.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield platform
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
