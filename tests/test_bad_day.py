@@ -14,24 +14,31 @@ import pytest
 
 from .conftest import bake
 from .load import drive, total
-from .service import serve
+from .service import free_loopback_port, manifest_command, manifest_environment, serve
 from .tools import missing
 
 TOKEN = "bad-day-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TMPFS_BYTES = 16 << 20
-# Runs its arguments in mount and user namespaces of their own, with a small tmpfs on
-# $TMPDIR, where the manifest command puts the metrics directory: a disk that can fill up.
-ON_SMALL_TMPFS = [
-    "unshare",
-    "--user",
-    "--map-root-user",
-    "--mount",
-    "bash",
-    "-c",
-    f'mount -t tmpfs -o size={TMPFS_BYTES} tmpfs "$TMPDIR" && exec "$@"',
-    "on-small-tmpfs",
-]
+
+
+def on_tmpfs(size):
+    """Runs its arguments in mount and user namespaces of their own, with a tmpfs of
+    `size` bytes on $TMPDIR, where the manifest command puts the metrics directory: a
+    disk that can fill up."""
+    return [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "bash",
+        "-c",
+        f'mount -t tmpfs -o size={size} tmpfs "$TMPDIR" && exec "$@"',
+        "on-small-tmpfs",
+    ]
+
+
+ON_SMALL_TMPFS = on_tmpfs(TMPFS_BYTES)
 
 
 @pytest.fixture
@@ -179,3 +186,33 @@ def test_a_removed_metrics_directory_is_made_again(project, project_python, tmp_
     assert 0 < after <= 40
     assert (directory / ".lock").exists()
     assert "Traceback" not in service.log_text()
+
+
+def test_a_disk_too_small_to_boot_on_stops_start_up_in_one_line(
+    project, project_python, tmp_path, small_tmpfs
+):
+    """A 1 MiB tmpfs holds neither the spare sets nor the workers' files: start-up stops,
+    naming the directory and the room needed, rather than with a posix_fallocate
+    traceback or a service that cannot write its metrics."""
+    container_tmp = tmp_path / "container-tmp"
+    container_tmp.mkdir()
+    port = free_loopback_port()
+    environ = manifest_environment(project_python, port, tmp_path, container_tmp)
+    completed = subprocess.run(
+        [*on_tmpfs(1 << 20), "bash", "-c", manifest_command(project)],
+        cwd=project,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+
+    assert completed.returncode != 0, output
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if "PROMETHEUS_MULTIPROC_DIR" in line]
+    assert line == (
+        f"PROMETHEUS_MULTIPROC_DIR='{container_tmp}/prometheus-multiproc' has no room for the"
+        " metric files: 2 workers and 2 spare sets need 5.0 MiB (No space left on device)"
+    )

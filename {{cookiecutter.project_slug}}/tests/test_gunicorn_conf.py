@@ -4,6 +4,7 @@ import os
 import runpy
 import shutil
 import struct
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -177,7 +178,9 @@ def test_post_fork_exits_the_worker_when_the_disk_has_no_room(metrics_dir, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", disk_full)
-    conf = load()
+    waits = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    conf = load(GUNICORN_TIMEOUT="1")
     server = SimpleNamespace(log=logging.getLogger("gunicorn.error"))
 
     # SystemExit(1), not an exception: gunicorn's master stops on a worker's boot error.
@@ -186,6 +189,9 @@ def test_post_fork_exits_the_worker_when_the_disk_has_no_room(metrics_dir, monke
 
     assert exited.value.code == 1
     assert "Worker 4241 cannot allocate its metric files" in caplog.text
+    # It waits before it exits, so that the master does not fork replacements in a tight
+    # loop; for less than the timeout, so that the master does not abort it first.
+    assert waits == [0.5]
 
 
 def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
