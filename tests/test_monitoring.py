@@ -275,22 +275,25 @@ def test_run_prometheus_refuses_what_it_cannot_run(cookies, tmp_path):
 def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_changes(
     cookies, project_python, tmp_path, auth
 ):
-    """The app labels itself (manifest.yml), cf-discovery finds it through the API
+    """The apps label themselves (manifest.yml), cf-discovery finds them through the API
     stand-in, and a real Prometheus scrapes each instance, a real gunicorn, through the
-    router stand-in, as the app scales 2 -> 4 -> 1 and while the API fails."""
+    router stand-in: two apps in two orgs over pages of one result, an unlabelled one
+    never; as an app scales 2 -> 4 -> 1, its route changes and it is deleted; and while
+    the API answers 500, hangs, or refuses the client's credentials."""
     project = bake(cookies, metrics_auth=auth)
     monitoring = project / "monitoring"
     [manifest] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
-    platform = CloudFoundry(page_size=50)
+    platform = CloudFoundry(page_size=1)
     backends = {}
     instances = {}
     discovery_port = free_loopback_port()
 
     def scale(app_guid, count):
+        """Run `count` instances of the app, each a real gunicorn of its own."""
         for index in range(count):
-            if index not in instances:
+            if (app_guid, index) not in instances:
                 stack = contextlib.ExitStack()
-                home = tmp_path / f"instance-{index}-{len(list(tmp_path.iterdir()))}"
+                home = tmp_path / f"instance-{len(list(tmp_path.iterdir()))}"
                 home.mkdir()
                 environ = {
                     "VCAP_APPLICATION": json.dumps({"application_id": app_guid}),
@@ -300,33 +303,46 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
                 service = stack.enter_context(
                     serve(project, project_python, home, workers=1, **environ)
                 )
-                instances[index] = (stack, service)
+                instances[(app_guid, index)] = (stack, service)
                 backends[f"{app_guid}:{index}"] = service.url
-        for index in sorted(instances):
-            if index >= count:
-                stack, _ = instances.pop(index)
-                del backends[f"{app_guid}:{index}"]
+        for guid, index in sorted(instances):
+            if guid == app_guid and index >= count:
+                stack, _ = instances.pop((guid, index))
+                del backends[f"{guid}:{index}"]
                 stack.close()
         platform.scale(app_guid, count)
 
-    def scraped(prometheus, count):
-        """Wait until Prometheus scrapes exactly the `count` instances, all up."""
+    def scraped(prometheus, job, count):
+        """Wait until Prometheus scrapes exactly instances 0 to `count` - 1 of `job`, all
+        up, and no other: a removed instance's series end at once."""
         deadline = time.monotonic() + 60
-        expected = {f"{SLUG}/{index}" for index in range(count)}
+        expected = {f"{job}/{index}": "1" for index in range(count)}
         while True:
-            up = prometheus.query(f'up{{job="{SLUG}", instance!="local"}}')
+            up = prometheus.query(f'up{{job="{job}", instance!="local"}}')
             found = {item["metric"]["instance"]: item["value"][1] for item in up}
-            if found == dict.fromkeys(expected, "1"):
+            if found == expected:
                 return up
             assert time.monotonic() < deadline, f"{found}, not {expected}: {prometheus.targets()}"
             time.sleep(0.5)
 
+    def failing_for_a_while(fault):
+        """Let discovery fail a few passes; the targets stay, scraped."""
+        failures = 'cf_discovery_passes_total{result="failure"}'
+        before = float(prometheus.wait_for(failures)[0]["value"][1])
+        fault()
+        prometheus.wait_for(f"{failures} >= {before + 2}")
+        return scraped(prometheus, SLUG, 1)
+
     with contextlib.ExitStack() as stack:
         stack.enter_context(cloudfoundry_api(platform))
         router = stack.enter_context(cloudfoundry_router(backends))
-        space = platform.space("live", platform.organization("payments"))
-        app_guid = platform.push(manifest["name"], space, router.address, 2, **manifest["metadata"])
+        live = platform.space("live", platform.organization("payments"))
+        tools = platform.space("tools", platform.organization("platform"))
+        app_guid = platform.push(manifest["name"], live, router.address, 2, **manifest["metadata"])
+        ledger = platform.push("ledger", tools, router.address, 1, **manifest["metadata"])
+        platform.push("unlabelled", live, router.address, 1)
         scale(app_guid, 2)
+        scale(ledger, 1)
         # What the test changes: Prometheus scrapes every second, and finds cf-discovery's
         # own metrics on a free port.
         config = monitoring / "prometheus.yml"
@@ -342,6 +358,7 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
                 project_python,
                 monitoring / "cf-discovery",
                 "--interval=1",
+                "--timeout=2",
                 "--scheme=http",
                 f"--prometheus={prometheus.url}",
                 f"--metrics-address=127.0.0.1:{discovery_port}",
@@ -356,44 +373,89 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
         )
         stack.callback(discovery.wait, 15)
         stack.callback(discovery.terminate)
-        scraped(prometheus, 2)
+        scraped(prometheus, SLUG, 2)
+        [ledger_up] = scraped(prometheus, "ledger", 1)
         scale(app_guid, 4)
-        four = scraped(prometheus, 4)
+        four = scraped(prometheus, SLUG, 4)
         scale(app_guid, 1)
-        scraped(prometheus, 1)
+        scraped(prometheus, SLUG, 1)
+
+        # The ledger's route changes (the router has two names), then the app goes.
+        platform.unmap_routes(ledger)
+        platform.map_route(ledger, router.address.replace("127.0.0.1", "localhost"))
+        deadline = time.monotonic() + 30
+        while "localhost" not in (ledger_url := target_url(prometheus, "ledger/0") or ""):
+            assert time.monotonic() < deadline, prometheus.targets()
+            time.sleep(0.5)
+        scraped(prometheus, "ledger", 1)
+        platform.delete(ledger)
+        scraped(prometheus, "ledger", 0)
 
         # Instance 0 has lived throughout: its requests, each counted once.
-        [instance_zero] = [service for _, service in instances.values()]
+        [(_, instance_zero)] = [item for key, item in instances.items() if key[0] == app_guid]
         completed, _ = drive(instance_zero.url, ["/"], 7, clients=1)
         counted = prometheus.wait_for(
             f'http_server_requests_total{{job="{SLUG}", path="/"}} == {completed}'
         )
 
-        # The API fails: the target stays, scraped, and discovery says it is failing.
-        platform.fail_with("500")
-        prometheus.wait_for('cf_discovery_passes_total{result="failure"} > 0')
-        still = scraped(prometheus, 1)
+        # The API fails: the target stays, scraped, and the staleness alert's expression
+        # (its 150 s threshold cut to 3 s) turns true; recovery clears it.
+        [failing] = [
+            rule["expr"]
+            for group in yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
+            for rule in group["rules"]
+            if rule.get("alert") == "CloudFoundryDiscoveryFailing"
+        ]
+        assert failing.endswith(" > 150")
+        failing = failing.removesuffix(" > 150") + " > 3"
+        failing_for_a_while(lambda: platform.fail_with("500"))
+        prometheus.wait_for(failing)
+        failing_for_a_while(lambda: platform.fail_with("hang"))
         platform.fail_with(None)
-        prometheus.wait_for("time() - cf_discovery_last_success_timestamp_seconds < 5")
+        secret = platform.client_secret
+        platform.client_secret = "rotated"
+        still = failing_for_a_while(platform.expire_tokens)
+        platform.client_secret = secret
+        deadline = time.monotonic() + 30
+        while prometheus.query(failing):
+            assert time.monotonic() < deadline, "the expression stays true after recovery"
+            time.sleep(0.5)
         # Prometheus offsets the first rule evaluation within its 15 s interval.
         deadline = time.monotonic() + 60
         while "unknown" in (rules := prometheus.rule_health()).values():
             assert time.monotonic() < deadline, f"rules not all evaluated: {rules}"
             time.sleep(1)
+        targets = prometheus.targets()
         checked = run([require("promtool"), "check", "config", "prometheus.yml"], cwd=monitoring)
 
     log = (tmp_path / "cf-discovery.log").read_text()
     assert {item["metric"]["cf_instance_index"] for item in four} == {"0", "1", "2", "3"}
     assert {item["metric"]["cf_space"] for item in four} == {"live"}
+    assert (ledger_up["metric"]["cf_org"], ledger_up["metric"]["cf_space"]) == ("platform", "tools")
+    assert "localhost" in ledger_url
+    assert not [labels for labels, _, _ in targets if labels.get("cf_app") == "unlabelled"]
     assert still[0]["metric"]["instance"] == f"{SLUG}/0"
     assert completed == 7
     assert [item["metric"]["instance"] for item in counted] == [f"{SLUG}/0"]
     assert "SUCCESS" in checked.stdout + checked.stderr
     assert set(rules.values()) == {"ok"}, rules
-    assert "pass failed, the last good targets stay: GET /v3/apps answered 500" in log
+    failures = [line for line in log.splitlines() if "pass failed, the last good targets" in line]
+    for reason in ("answered 500", "did not answer: timed out", "UAA, for client 'prometheus'"):
+        assert any(reason in line for line in failures), log
+    assert secret not in log
     assert router.refused == [] or {error for _, error in router.refused} == {"unknown_route"}
-    expected_authorization = {f"Bearer {app_guid}"} if auth == "basic_auth" else {None}
+    expected_authorization = {
+        f"Bearer {guid}" if auth == "basic_auth" else None for guid in (app_guid, ledger)
+    }
     assert {authorization for _, authorization in router.seen} == expected_authorization
+
+
+def target_url(prometheus, instance):
+    """The URL Prometheus scrapes for the target with this instance label."""
+    for target in prometheus.get("/api/v1/targets")["activeTargets"]:
+        if target["labels"].get("instance") == instance:
+            return target["scrapeUrl"]
+    return None
 
 
 def run_prometheus(monitoring, tmp_path, **environ):
