@@ -9,11 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from {{ cookiecutter.package_name }} import (
     logs,
     metrics,
+    multiprocess,
 )
 from {{ cookiecutter.package_name }}.multiprocess import (
     LockedCollector,
@@ -243,6 +244,66 @@ def test_child_exit_counts_a_worker_that_said_nothing_as_killed(metrics_dir):
         "shutdown": 0,
         "killed": 1,
     }
+
+
+def test_child_exit_counts_a_worker_killed_before_it_made_its_exit_counter(metrics_dir):
+    """Killed between its fork and post_fork's prepare_exit_count: no counter file, or
+    one not yet sized. The key comes from another worker's file."""
+    metrics_dir.mkdir()
+    dead_worker_exits(4252, recorded="shutdown")
+    (metrics_dir / "counter_4254.db").write_bytes(b"")
+    conf = load()
+    server = SimpleNamespace(WORKERS={})
+
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4253))
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4254))
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4252))
+
+    assert aggregate_exits(metrics_dir) == {
+        "recycled": 0,
+        "timeout": 0,
+        "shutdown": 1,
+        "killed": 2,
+    }
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]
+
+
+def test_an_exit_is_counted_once_though_a_fold_is_retried(metrics_dir, monkeypatch):
+    """The counter folded, the histogram not (a full disk): the retry at the next exit
+    must not count the exit again in a new file."""
+    metrics_dir.mkdir()
+    dead_worker_exits(4256)
+    with worker(4256):
+        Histogram("duration", "Duration.", registry=None).observe(0.1)
+    conf = load()
+    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
+    fold = multiprocess._fold
+
+    def fold_counters_only(dead, aggregate):
+        if dead.name.startswith("histogram"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fold(dead, aggregate)
+
+    monkeypatch.setattr(multiprocess, "_fold", fold_counters_only)
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4256))
+    monkeypatch.setattr(multiprocess, "_fold", fold)
+    dead_worker_exits(4257, recorded="recycled")
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4257))
+
+    assert aggregate_exits(metrics_dir)["killed"] == 1
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == [
+        "counter_aggregate.db",
+        "histogram_aggregate.db",
+    ]
+
+
+def test_child_exit_says_nothing_of_an_exit_before_any_worker_made_the_counter(metrics_dir):
+    metrics_dir.mkdir()
+    conf = load()
+
+    conf["child_exit"](server=SimpleNamespace(WORKERS={}), worker=SimpleNamespace(pid=4255))
+
+    assert list(metrics_dir.glob("*.db")) == []
 
 
 @pytest.mark.parametrize(("requests_served", "reason"), [(100, "recycled"), (99, "shutdown")])

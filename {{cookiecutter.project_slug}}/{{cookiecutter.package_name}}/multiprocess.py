@@ -60,8 +60,10 @@ VALUE_FILE = re.compile(
 OWN_FILE = re.compile(r"\.\w+_aggregate\.staging")
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
-# Dead workers whose files a fold could not take (a full disk): the master retries them.
+# Dead workers whose files a fold could not take (a full disk, a broken lock), and those
+# whose exit is not yet counted: the master retries them at the next worker exit.
 _unfolded = set()
+_exits_to_count = {}
 
 
 def _allocate(path, size):
@@ -131,6 +133,7 @@ def reset_directory(path, workers):
         elif OWN_DIRECTORY.fullmatch(leftover.name):
             shutil.rmtree(leftover)
     _unfolded.clear()
+    _exits_to_count.clear()
     needed = (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
     try:
         if shutil.disk_usage(directory).free < needed:
@@ -207,13 +210,16 @@ def mark_worker_dead(pid, path, live=(), unexplained_exit=None):
     directory = Path(path)
     # First, before anything can fail: a later exit retries whatever this one cannot do.
     _unfolded.add(pid)
+    if unexplained_exit:
+        _exits_to_count[pid] = unexplained_exit
     try:
         with _locked(directory, fcntl.LOCK_EX):
             failure = None
             for dead in sorted(_unfolded - set(live)):
                 try:
-                    if unexplained_exit:
-                        record_unexplained_exit(dead, directory, *unexplained_exit)
+                    if dead in _exits_to_count:
+                        record_unexplained_exit(dead, directory, *_exits_to_count[dead])
+                        del _exits_to_count[dead]
                     _fold_worker(dead, directory)
                 except Exception as error:  # each worker on its own; raised below
                     failure = failure or error
@@ -243,24 +249,48 @@ def record_unexplained_exit(pid, path, metric, reason):
     """Set a dead worker's counter `metric` to 1 for `reason` when none of its reasons
     is above 0: the worker died without recording why (killed, or crashed).
 
-    The worker made every label set of the counter at 0 as it started, so the value is
-    written in place, into disk blocks its file already has. A worker that died before
-    that is not counted. The caller holds the exclusive lock."""
-    dead = Path(path) / f"counter_{pid}.db"
-    if not dead.exists() or not dead.stat().st_size:
+    A worker makes every label set of the counter at 0 as soon as it has forked, so the
+    value is written in place, into disk blocks its file already has. A worker killed
+    before that gets a file with that one value, the counter's key taken from another
+    worker's file (its help text is the worker's to say); none is written while no worker
+    has made the counter yet. The caller holds the exclusive lock."""
+    directory = Path(path)
+    dead = directory / f"counter_{pid}.db"
+    sized = dead.exists() and dead.stat().st_size > 0
+    reasons = _counter_keys(dead, metric) if sized else {}
+    if any(value for _, value in reasons.values()):
         return
+    key = reasons[reason][0] if reason in reasons else _key_elsewhere(directory, metric, reason)
+    if key is None:
+        return
+    if not sized:
+        _allocate(dead, WORKER_FILE_SIZES["counter"])
+    values = MmapedDict(str(dead))
+    try:
+        values.write_value(key, 1.0, 0.0)
+    finally:
+        values.close()
+
+
+def _counter_keys(path, metric):
+    """The label sets of counter `metric` in a file, by their reason: (key, value)."""
     reasons = {}
-    for key, value, _, _ in MmapedDict.read_all_values_from_file(str(dead)):
+    for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
         metric_name, _, labels, _ = json.loads(key)
         if metric_name == metric:
             reasons[labels.get("reason")] = (key, value)
-    if reason not in reasons or any(value for _, value in reasons.values()):
-        return
-    values = MmapedDict(str(dead))
-    try:
-        values.write_value(reasons[reason][0], 1.0, 0.0)
-    finally:
-        values.close()
+    return reasons
+
+
+def _key_elsewhere(directory, metric, reason):
+    """The key of counter `metric` for `reason`, as another worker's file spells it."""
+    for path in sorted(directory.glob("counter_*.db")):
+        if not path.stat().st_size:
+            continue
+        for key, _ in _counter_keys(path, metric).values():
+            metric_name, name, _, help_text = json.loads(key)
+            return mmap_key(metric_name, name, ["reason"], [reason], help_text)
+    return None
 
 
 def _fold_worker(pid, directory):
