@@ -19,7 +19,8 @@ at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java
 
 Pages hold at most `page_size` resources whatever `per_page` asks, so that a small fleet
 spans pages. Faults of the API (not of UAA) are switched on with `fail_with`: "500",
-"hang", "bad_json"; tokens can be revoked after a number of API requests.
+"hang", "bad_json", "bad_shape" (a process without its fields); tokens can be revoked
+after a number of API requests.
 """
 
 import base64
@@ -160,6 +161,8 @@ class CloudFoundry:
                 return 500, {"errors": [error]}
             if self.fault == "bad_json":
                 return 200, "<html>a proxy's error page</html>"
+            if self.fault == "bad_shape" and parts.path == "/v3/processes":
+                return 200, self.list_page(parts.path, query, [{"guid": str(uuid.uuid4())}])
         if handler.command == "POST" and parts.path == "/oauth/token":
             return self.token(handler)
         if parts.path == "/":

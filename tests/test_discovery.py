@@ -181,6 +181,11 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
         ("500", [], "GET /v3/apps answered 500 Internal Server Error"),
         ("hang", ["--timeout", "1"], "GET /v3/apps did not answer: timed out"),
         ("bad_json", [], "GET /v3/apps answered with something other than JSON"),
+        (
+            "bad_shape",
+            [],
+            "the API answered a shape cf-discovery does not know (KeyError('relationships'))",
+        ),
     ],
 )
 def test_a_failing_api_leaves_the_last_good_targets(
