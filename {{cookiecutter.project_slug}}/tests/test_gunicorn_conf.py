@@ -322,18 +322,39 @@ def test_worker_exit_says_whether_the_worker_was_recycled(
     assert recorded == [reason, "timeout"]
 
 
-def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(metrics_dir, caplog):
+def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(
+    metrics_dir, monkeypatch, caplog
+):
     metrics_dir.mkdir()
-    # A file that says it holds 64 bytes of values, with a first key longer than that.
-    corrupt = metrics_dir / "counter_4243.db"
-    corrupt.write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    dead_worker_exits(4243, recorded="shutdown")
     with worker(4243):
         Gauge("busy", "Busy.", multiprocess_mode="livesum", registry=None).set(1)
     conf = load()
     server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
 
+    def disk_full(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4243))
 
     assert "Could not fold the metrics of dead worker 4243" in caplog.text
     # What could not be folded stays; the dead worker's requests in progress do not.
     assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_4243.db"]
+
+
+def test_child_exit_sets_aside_a_file_no_reader_can_read(metrics_dir, caplog):
+    metrics_dir.mkdir()
+    # A file that says it holds 64 bytes of values, with a first key longer than that.
+    corrupt = metrics_dir / "counter_4244.db"
+    corrupt.write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    conf = load()
+    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
+
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4244))
+
+    assert "Could not fold" not in caplog.text
+    assert "Set aside" in caplog.text
+    assert sorted(path.name for path in metrics_dir.iterdir() if "4244" in path.name) == [
+        "counter_4244.db.1.unreadable"
+    ]

@@ -2,6 +2,7 @@ import errno
 import fcntl
 import mmap
 import os
+import random
 import shutil
 import struct
 import threading
@@ -422,23 +423,18 @@ def test_a_failed_fold_is_not_retried_while_a_new_worker_has_the_pid(directory, 
     assert value(directory, "requests_total", code="200") == 1
 
 
-def test_a_worker_whose_files_cannot_be_folded_holds_up_no_other(directory):
+def test_a_worker_file_no_reader_can_read_is_set_aside_and_holds_up_no_other(directory):
     # A file that says it holds 64 bytes of values, with a first key longer than that.
     (directory / "counter_1260.db").write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
-    with pytest.raises(RuntimeError, match="corrupted"):
-        mark_worker_dead(1260, directory)
+    mark_worker_dead(1260, directory)
 
     serve_requests(1261, [0.2])
-    with pytest.raises(RuntimeError, match="corrupted"):
-        mark_worker_dead(1261, directory)
+    mark_worker_dead(1261, directory)
 
-    assert db_files(directory) == [
-        "counter_1260.db",
-        "counter_aggregate.db",
-        "histogram_aggregate.db",
-    ]
-    (directory / "counter_1260.db").unlink()
+    assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
+    assert (directory / "counter_1260.db.1.unreadable").exists()
     assert value(directory, "requests_total", code="200") == 1
+    assert value(directory, "metrics_files_unreadable") == 1
 
 
 def test_a_worker_dying_while_the_lock_is_broken_is_folded_once_it_works(directory):
@@ -465,6 +461,59 @@ def test_a_worker_dying_while_the_lock_is_broken_is_folded_once_it_works(directo
         "counter_aggregate.db",
         "gauge_livesum_1302.db",
     ]
+
+
+def garbage(seed):
+    """4 KiB that say they hold 4 KiB of values, and hold random bytes (seeded, so
+    that every run reads the same garbage)."""
+    return struct.pack("i", 4096) + random.Random(seed).randbytes(4092)  # noqa: S311
+
+
+def hostile_files(directory):
+    """Files in the metrics directory that prometheus_client's reader cannot read."""
+    serve_requests(1400, [0.2])
+    good = (directory / "counter_1400.db").read_bytes()
+    used = struct.unpack_from("i", good)[0]
+    (directory / "counter_1401.db").write_bytes(garbage(1401))
+    (directory / "counter_1402.db").write_bytes(good[: used // 2])  # truncated
+    (directory / "counter_1403.db").write_bytes(struct.pack("i", 1 << 30) + good[4:])
+    negative_length = bytearray(good)
+    struct.pack_into("i", negative_length, 8, -5)
+    (directory / "counter_1404.db").write_bytes(bytes(negative_length))
+    not_json = bytearray(good)
+    not_json[12:14] = b"[["
+    (directory / "counter_1405.db").write_bytes(bytes(not_json))
+    (directory / "x.db").mkdir()
+    (directory / "notes.db").write_bytes(good)  # a name prometheus_client cannot type
+    return 6
+
+
+def test_a_file_no_reader_can_read_never_fails_a_scrape(directory, caplog):
+    unreadable = hostile_files(directory)
+    serve_requests(1410, [0.2, 0.3])
+    (directory / "counter_abc.db").write_bytes((directory / "counter_1410.db").read_bytes())
+
+    for _ in range(2):
+        assert value(directory, "requests_total", code="200") == 1 + 2 + 2
+        assert value(directory, "metrics_files_unreadable") == unreadable
+
+    said = [record.message for record in caplog.records if record.name.endswith("multiprocess")]
+    assert len(said) == unreadable, "each said once, not at every scrape"
+
+
+def test_a_fold_sets_an_aggregate_it_cannot_read_aside(directory):
+    (directory / "counter_aggregate.db").write_bytes(garbage(1419))
+    serve_requests(1420, [0.2])
+    serve_requests(1421, [0.2])
+
+    mark_worker_dead(1420, directory, live=[1421])
+
+    assert value(directory, "requests_total", code="200") == 2
+    assert (directory / "counter_aggregate.db.1.unreadable").exists()
+    assert value(directory, "metrics_files_unreadable") == 1
+    assert db_files(directory)[:2] == ["counter_1421.db", "counter_aggregate.db"]
+    reset_directory(directory, workers=2)
+    assert list(directory.glob("*.unreadable")) == []
 
 
 def test_a_removed_directory_is_made_again_by_scrapes_and_booting_workers(directory):

@@ -21,15 +21,19 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import METRICS_DIRECTORY, ConfigError
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 AGGREGATE_ID = "aggregate"
@@ -57,13 +61,17 @@ SPARE_SETS = 2
 VALUE_FILE = re.compile(
     r"(counter|histogram|summary|gauge_(live)?(all|sum|max|min|mostrecent))_(\d+|aggregate)\.db"
 )
-OWN_FILE = re.compile(r"\.\w+_aggregate\.staging")
+# A file a fold could not read is renamed with this suffix, out of the scrapes' way.
+UNREADABLE_SUFFIX = ".unreadable"
+OWN_FILE = re.compile(r"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable")
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
 # Dead workers whose files a fold could not take (a full disk, a broken lock), and those
 # whose exit is not yet counted: the master retries them at the next worker exit.
 _unfolded = set()
 _exits_to_count = {}
+# What this process has logged already, so that a bad file is said once, not per scrape.
+_said = set()
 
 
 def _allocate(path, size):
@@ -93,7 +101,8 @@ def _locked(directory, operation):
 
 
 class LockedCollector(MultiProcessCollector):
-    """prometheus_client's collector, reading the files under the shared lock."""
+    """prometheus_client's collector, reading the files under the shared lock, and
+    skipping a file it cannot read rather than failing every scrape."""
 
     def __init__(self, directory):
         super().__init__(registry=None, path=directory)
@@ -103,8 +112,40 @@ class LockedCollector(MultiProcessCollector):
         with _locked(self._directory, fcntl.LOCK_SH):
             # A worker creates its file empty and then sizes it: an empty file has no
             # values yet, and reading it would fail the scrape.
-            files = [str(path) for path in self._directory.glob("*.db") if path.stat().st_size]
-            return self.merge(files)
+            files = [
+                str(path)
+                for path in self._directory.glob("*.db")
+                if path.is_file() and path.stat().st_size
+            ]
+            kept_aside = len(list(self._directory.glob(f"*{UNREADABLE_SUFFIX}")))
+            try:
+                metrics = list(self.merge(files))
+                unreadable = []
+            except Exception:  # whatever a corrupt or foreign file makes the reader raise
+                unreadable = [path for path in files if not _readable(path)]
+                metrics = list(self.merge([path for path in files if path not in unreadable]))
+        for path in unreadable:
+            _say_once(f"Scrapes skip {path}, which is not a metric file prometheus_client can read")
+        unreadable_files = GaugeMetricFamily(
+            "metrics_files_unreadable",
+            "Files in the metrics directory that scrapes skip or folds kept aside, unreadable.",
+            value=len(unreadable) + kept_aside,
+        )
+        return [*metrics, unreadable_files]
+
+
+def _readable(path):
+    try:
+        MultiProcessCollector.merge([path])
+    except Exception:
+        return False
+    return True
+
+
+def _say_once(message):
+    if message not in _said:
+        _said.add(message)
+        logger.error(message)
 
 
 def check_directory(path):
@@ -257,7 +298,10 @@ def record_unexplained_exit(pid, path, metric, reason):
     directory = Path(path)
     dead = directory / f"counter_{pid}.db"
     sized = dead.exists() and dead.stat().st_size > 0
-    reasons = _counter_keys(dead, metric) if sized else {}
+    try:
+        reasons = _counter_keys(dead, metric) if sized else {}
+    except Exception:  # unreadable: its fold sets it aside, and what it said is lost
+        return
     if any(value for _, value in reasons.values()):
         return
     key = reasons[reason][0] if reason in reasons else _key_elsewhere(directory, metric, reason)
@@ -285,7 +329,7 @@ def _counter_keys(path, metric):
 def _key_elsewhere(directory, metric, reason):
     """The key of counter `metric` for `reason`, as another worker's file spells it."""
     for path in sorted(directory.glob("counter_*.db")):
-        if not path.stat().st_size:
+        if not path.stat().st_size or not _readable(str(path)):
             continue
         for key, _ in _counter_keys(path, metric).values():
             metric_name, name, _, help_text = json.loads(key)
@@ -314,6 +358,12 @@ def _fold(dead, aggregate):
     they were.
     """
     sources = [str(path) for path in (aggregate, dead) if path.exists()]
+    try:
+        MultiProcessCollector.merge(sources, accumulate=False)
+    except Exception:  # a file its reader cannot read: set it aside, fold the rest
+        for source in [path for path in sources if not _readable(path)]:
+            sources.remove(source)
+            _set_aside(Path(source))
     merged = [
         (
             mmap_key(
@@ -342,7 +392,17 @@ def _fold(dead, aggregate):
         staging.unlink(missing_ok=True)
         raise
     os.replace(staging, aggregate)
-    dead.unlink()
+    dead.unlink(missing_ok=True)  # gone if it was set aside
+
+
+def _set_aside(path):
+    """Rename a file no reader can read out of the scrapes' and folds' way, keeping it:
+    it may be all there is of the counts it held."""
+    number = 1
+    while (aside := path.with_name(f"{path.name}.{number}{UNREADABLE_SUFFIX}")).exists():
+        number += 1
+    path.rename(aside)
+    logger.error("Set aside %s, which no reader can read, as %s", path, aside.name)
 
 
 def _file_size(keys):
