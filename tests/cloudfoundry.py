@@ -19,8 +19,8 @@ at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java
 
 Pages hold at most `page_size` resources whatever `per_page` asks, so that a small fleet
 spans pages. Faults of the API (not of UAA) are switched on with `fail_with`: "500",
-"hang", "bad_json", "bad_shape" (a process without its fields); tokens can be revoked
-after a number of API requests.
+"hang", "bad_json", "bad_shape" (a process without its fields), "redirect" (elsewhere,
+where the token must not go); tokens can be revoked after a number of API requests.
 """
 
 import base64
@@ -51,6 +51,7 @@ class CloudFoundry:
         self.apps = {}
         self.processes = {}
         self.routes = {}
+        self.domains = {}
         self.requests = []
         self.fault = None
         self.revoke_tokens_after = None
@@ -103,15 +104,18 @@ class CloudFoundry:
             if process["relationships"]["app"]["data"]["guid"] == app:
                 process["instances"] = instances
 
-    def map_route(self, app, url, path=""):
+    def map_route(self, app, url, path="", internal=False):
         guid = str(uuid.uuid4())
-        host = url.partition(".")[0]
+        host, _, domain = url.partition(".")
+        if domain not in self.domains:
+            self.domains[domain] = {"guid": str(uuid.uuid4()), "name": domain, "internal": internal}
         self.routes[guid] = {
             "guid": guid,
             "protocol": "http",
             "host": host,
             "path": path,
             "url": url + path,
+            "relationships": {"domain": {"data": {"guid": self.domains[domain]["guid"]}}},
             "destinations": [
                 {
                     "guid": str(uuid.uuid4()),
@@ -128,6 +132,9 @@ class CloudFoundry:
         for guid, route in list(self.routes.items()):
             if any(d["app"]["guid"] == app for d in route["destinations"]):
                 del self.routes[guid]
+
+    def stop(self, app):
+        self.apps[app]["state"] = "STOPPED"
 
     def delete(self, app):
         self.unmap_routes(app)
@@ -161,6 +168,8 @@ class CloudFoundry:
                 return 500, {"errors": [error]}
             if self.fault == "bad_json":
                 return 200, "<html>a proxy's error page</html>"
+            if self.fault == "redirect":
+                return 302, {"Location": "http://127.0.0.2:9/elsewhere"}
             if self.fault == "bad_shape" and parts.path == "/v3/processes":
                 return 200, self.list_page(parts.path, query, [{"guid": str(uuid.uuid4())}])
         if handler.command == "POST" and parts.path == "/oauth/token":
@@ -191,7 +200,12 @@ class CloudFoundry:
         if parts.path == "/v3/processes":
             return 200, self.list_page(parts.path, query, self.matching_processes(query))
         if parts.path == "/v3/routes":
-            return 200, self.list_page(parts.path, query, self.matching_routes(query))
+            page = self.list_page(parts.path, query, self.matching_routes(query))
+            if query.get("include") == ["domain"]:
+                used = {r["relationships"]["domain"]["data"]["guid"] for r in page["resources"]}
+                domains = [domain for domain in self.domains.values() if domain["guid"] in used]
+                page["included"] = {"domains": domains}
+            return 200, page
         return 404, {"errors": [{"code": 10000, "title": "CF-NotFound", "detail": "Unknown"}]}
 
     def token(self, handler):
@@ -303,6 +317,8 @@ def cloudfoundry_api(platform):
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             try:
                 self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", body["Location"])
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

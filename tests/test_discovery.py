@@ -135,6 +135,25 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     ]
 
 
+def test_stopped_apps_and_internal_routes_are_not_scraped(
+    project, project_python, platform, tmp_path
+):
+    # payments.apps.internal sorts first: it must be skipped for being internal.
+    both = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    platform.map_route(both, "payments.apps.internal", internal=True)
+    internal_only = platform.push("ledger", platform.live, "ledger.example.com", 1, LABELS)
+    platform.unmap_routes(internal_only)
+    platform.map_route(internal_only, "ledger.apps.internal", internal=True)
+    stopped = platform.push("reports", platform.live, "reports.example.com", 1, LABELS)
+    platform.stop(stopped)
+    output = tmp_path / "cf-targets"
+
+    assert discovery(project, project_python, platform, output)[0] == 0
+
+    assert set(fragments(output)) == {f"cf-{both}.yml"}
+    assert targets(output, both, 0)[0]["targets"] == ["payments.example.com"]
+
+
 def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     gone = platform.push("old-api", platform.live, "old.example.com", 1, LABELS)
@@ -186,6 +205,7 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
             [],
             "the API answered a shape cf-discovery does not know (KeyError('relationships'))",
         ),
+        ("redirect", [], "GET /v3/apps answered 302 Found"),
     ],
 )
 def test_a_failing_api_leaves_the_last_good_targets(
