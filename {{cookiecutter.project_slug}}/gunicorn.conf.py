@@ -65,7 +65,7 @@ except ConfigError as error:
 
 def on_starting(server):
     try:
-        multiprocess.reset_directory(_metrics_directory, workers)
+        multiprocess.reset_directory(_metrics_directory, server.cfg.workers)
     except ConfigError as error:
         raise SystemExit(str(error)) from None
 

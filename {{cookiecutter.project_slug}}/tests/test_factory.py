@@ -47,3 +47,15 @@ def test_metrics_path_may_not_be_another_routes_path(path, route):
         ConfigError, match=f"PROMETHEUS_METRICS_PATH='{path}' is the path of {route}"
     ):
         create_app({"METRICS_PATH": path})
+
+
+def test_a_blank_metrics_directory_stops_start_up_outside_gunicorn(monkeypatch, tmp_path):
+    """prometheus_client reads a set but blank PROMETHEUS_MULTIPROC_DIR as the current
+    directory; under `flask run` nothing replaces it first (python -m does)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", " ")
+
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR is set but blank"):
+        create_app()
+
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,11 @@ def metrics_dir(tmp_path, monkeypatch):
     return directory
 
 
+def arbiter(workers):
+    """What the hooks read of gunicorn's master: its settings."""
+    return SimpleNamespace(cfg=SimpleNamespace(workers=workers))
+
+
 def load(**environ):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environ.items():
@@ -118,7 +123,7 @@ def test_on_starting_empties_the_metrics_directory_of_metric_files_only(metrics_
         (metrics_dir / name).write_bytes(b"not ours")
     conf = load()
 
-    conf["on_starting"](server=None)
+    conf["on_starting"](server=arbiter(workers=2))
 
     assert sorted(path.name for path in metrics_dir.iterdir()) == sorted(
         [".spare-0", ".spare-1", *others]
@@ -148,11 +153,11 @@ def test_a_metrics_directory_that_is_a_file_stops_gunicorn(tmp_path):
 
 
 def test_a_disk_too_small_stops_gunicorn_naming_the_room_needed(metrics_dir, monkeypatch):
-    conf = load(WEB_CONCURRENCY="4")
+    conf = load()
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1 << 20))
 
     with pytest.raises(SystemExit) as stopped:
-        conf["on_starting"](server=None)
+        conf["on_starting"](server=arbiter(workers=4))
 
     assert str(stopped.value) == (
         f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' has no room for the metric files:"

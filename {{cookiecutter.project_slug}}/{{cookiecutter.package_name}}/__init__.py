@@ -1,6 +1,6 @@
 from flask import Flask
 
-from .config import check_environ, settings_from_environ
+from .config import check_environ, refuse_blank_metrics_directory, settings_from_environ
 
 __version__ = "0.1.0"
 
@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 def create_app(config=None):
     """Build the service. `config` overrides the settings read from the environment."""
     check_environ()  # every setting, gunicorn's too, as the gunicorn master checks them
+    refuse_blank_metrics_directory()  # before metrics.py makes its first values
     app = Flask(__name__)
     app.config.from_mapping(settings_from_environ())
     if config is not None:

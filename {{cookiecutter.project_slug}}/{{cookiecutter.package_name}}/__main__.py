@@ -66,7 +66,10 @@ def app_builds():
                 os._exit(1)
             os._exit(0)
         _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # it said nothing: the out-of-memory killer, say
+        print(f"Building the app was stopped by signal {-code}", file=sys.stderr)
+    return code == 0
 
 
 if __name__ == "__main__":

@@ -151,6 +151,14 @@ def metrics_directory(environ=os.environ):
     return None if value is None else Path(value)
 
 
+def refuse_blank_metrics_directory(environ=os.environ):
+    """prometheus_client reads a set but blank PROMETHEUS_MULTIPROC_DIR as the current
+    directory. Where nothing replaces it before prometheus_client is imported (under
+    `flask run`; `python -m` gives it a private directory), refuse it."""
+    if METRICS_DIRECTORY in environ and metrics_directory(environ) is None:
+        raise ConfigError(f"{METRICS_DIRECTORY} is set but blank: unset it, or name a directory")
+
+
 def settings_from_environ(environ=os.environ):
     """The app's settings; a bad value raises ConfigError, so start-up fails closed."""
     username, password = _basic_auth_credentials(environ)

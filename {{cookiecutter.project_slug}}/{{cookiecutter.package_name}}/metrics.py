@@ -12,7 +12,6 @@ To add a metric of your own, declare it here and use it in a view (README.md, Me
 """
 
 import gzip
-import os
 import platform
 import threading
 import time
@@ -32,7 +31,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map
 
 from . import __version__, multiprocess
-from .config import ConfigError
+from .config import ConfigError, metrics_directory
 from .metrics_auth import REASONS, MetricsAccess, Refused
 
 # The names and method, path and code labels of GOV.UK's gds-metrics (README.md says what
@@ -264,8 +263,8 @@ def record_worker_exit(reason):
 
 
 def _registry():
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
+    directory = metrics_directory()
+    if directory is None:
         return REGISTRY
     registry = CollectorRegistry()
     registry.register(multiprocess.LockedCollector(directory))
