@@ -288,8 +288,9 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
     instances = {}
     discovery_port = free_loopback_port()
 
-    def scale(app_guid, count):
-        """Run `count` instances of the app, each a real gunicorn of its own."""
+    def scale(app_guid, count, process=None):
+        """Run `count` instances of the app, each a real gunicorn of its own: of all its
+        web processes, or of `process` alone (a rolling deploy's)."""
         for index in range(count):
             if (app_guid, index) not in instances:
                 stack = contextlib.ExitStack()
@@ -310,7 +311,10 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
                 stack, _ = instances.pop((guid, index))
                 del backends[f"{guid}:{index}"]
                 stack.close()
-        platform.scale(app_guid, count)
+        if process is None:
+            platform.scale(app_guid, count)
+        else:
+            platform.processes[process]["instances"] = count
 
     def scraped(prometheus, job, count):
         """Wait until Prometheus scrapes exactly instances 0 to `count` - 1 of `job`, all
@@ -377,7 +381,26 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
         [ledger_up] = scraped(prometheus, "ledger", 1)
         scale(app_guid, 4)
         four = scraped(prometheus, SLUG, 4)
+        # Every request each instance served, counted once, summed over the instances.
+        for index in range(4):
+            assert drive(instances[(app_guid, index)][1].url, ["/"], 3, clients=1) == (3, 0)
+        summed = prometheus.wait_for(
+            f'sum(http_server_requests_total{{job="{SLUG}", path="/"}}) == 12'
+        )
         scale(app_guid, 1)
+        scraped(prometheus, SLUG, 1)
+
+        # A rolling deploy: a second web process comes up beside the first, which goes.
+        [old] = [
+            guid
+            for guid, process in platform.processes.items()
+            if process["relationships"]["app"]["data"]["guid"] == app_guid
+        ]
+        new = platform.add_web_process(app_guid, 0)
+        scale(app_guid, 2, process=new)
+        scraped(prometheus, SLUG, 2)
+        del platform.processes[old]
+        scale(app_guid, 1, process=new)
         scraped(prometheus, SLUG, 1)
 
         # The ledger's route changes (the router has two names), then the app goes.
@@ -395,7 +418,7 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
         [(_, instance_zero)] = [item for key, item in instances.items() if key[0] == app_guid]
         completed, _ = drive(instance_zero.url, ["/"], 7, clients=1)
         counted = prometheus.wait_for(
-            f'http_server_requests_total{{job="{SLUG}", path="/"}} == {completed}'
+            f'http_server_requests_total{{job="{SLUG}", path="/"}} == {3 + completed}'
         )
 
         # The API fails: the target stays, scraped, and the staleness alert's expression
@@ -420,6 +443,7 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
         while prometheus.query(failing):
             assert time.monotonic() < deadline, "the expression stays true after recovery"
             time.sleep(0.5)
+        discovered = prometheus.wait_for('{__name__=~"cf_discovery_(apps|targets)"}')
         # Prometheus offsets the first rule evaluation within its 15 s interval.
         deadline = time.monotonic() + 60
         while "unknown" in (rules := prometheus.rule_health()).values():
@@ -435,7 +459,12 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
     assert "localhost" in ledger_url
     assert not [labels for labels, _, _ in targets if labels.get("cf_app") == "unlabelled"]
     assert still[0]["metric"]["instance"] == f"{SLUG}/0"
+    assert {item["metric"]["__name__"]: item["value"][1] for item in discovered} == {
+        "cf_discovery_apps": "1",
+        "cf_discovery_targets": "1",
+    }, "one app of one instance left, as discovery says of itself"
     assert completed == 7
+    assert float(summed[0]["value"][1]) == 12
     assert [item["metric"]["instance"] for item in counted] == [f"{SLUG}/0"]
     assert "SUCCESS" in checked.stdout + checked.stderr
     assert set(rules.values()) == {"ok"}, rules
