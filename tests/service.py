@@ -177,6 +177,22 @@ def manifest_environment(python, port, home, tmpdir, **environ):
     return env
 
 
+def start_up(project, python, home, tmpdir, wrapper=(), **environ):
+    """Run the manifest's command, by `wrapper` if any, until it exits, as a start-up
+    that must fail does: its exit code and its output."""
+    env = manifest_environment(python, free_loopback_port(), home, tmpdir, **environ)
+    completed = subprocess.run(
+        [*wrapper, "bash", "-c", manifest_command(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
+
+
 @contextlib.contextmanager
 def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", command=None, **environ):
     """Start the manifest's command (or `command`) in `shell` (`shell -c command`, as

@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import bake
 from .load import drive, total
-from .service import free_loopback_port, manifest_command, manifest_environment, serve
+from .service import serve, start_up
 from .tools import missing
 
 TOKEN = "bad-day-token"
@@ -196,20 +196,11 @@ def test_a_disk_too_small_to_boot_on_stops_start_up_in_one_line(
     traceback or a service that cannot write its metrics."""
     container_tmp = tmp_path / "container-tmp"
     container_tmp.mkdir()
-    port = free_loopback_port()
-    environ = manifest_environment(project_python, port, tmp_path, container_tmp)
-    completed = subprocess.run(
-        [*on_tmpfs(1 << 20), "bash", "-c", manifest_command(project)],
-        cwd=project,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    code, output = start_up(
+        project, project_python, tmp_path, container_tmp, wrapper=on_tmpfs(1 << 20)
     )
-    output = completed.stdout + completed.stderr
 
-    assert completed.returncode != 0, output
+    assert code != 0, output
     assert "Traceback" not in output
     [line] = [line for line in output.splitlines() if "PROMETHEUS_MULTIPROC_DIR" in line]
     assert line == (

@@ -5,14 +5,13 @@ non-zero exit; a blank one means the default; nothing of the app's is ever delet
 import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 
 from .conftest import bake
 from .load import drive, total
-from .service import free_loopback_port, manifest_command, manifest_environment, serve
+from .service import serve, start_up
 
 TOKEN = "settings-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -65,22 +64,6 @@ def project(cookies_session):
     return bake(cookies_session)
 
 
-def start_up_output(project, python, tmp_path, environ):
-    """Run the manifest's command until it exits; its exit code and its output."""
-    port = free_loopback_port()
-    env = manifest_environment(python, port, tmp_path, tmp_path, **environ)
-    result = subprocess.run(
-        ["bash", "-c", manifest_command(project)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return result.returncode, result.stdout + result.stderr
-
-
 def with_its_partner(variable, value):
     """The username or password set alone is refused for that; give it its partner."""
     partner = {
@@ -95,8 +78,8 @@ def with_its_partner(variable, value):
 def test_an_odd_value_stops_start_up_with_one_line(
     project, project_python, tmp_path, variable, value
 ):
-    code, output = start_up_output(
-        project, project_python, tmp_path, with_its_partner(variable, value)
+    code, output = start_up(
+        project, project_python, tmp_path, tmp_path, **with_its_partner(variable, value)
     )
 
     assert code != 0
@@ -109,7 +92,7 @@ def test_an_odd_value_stops_start_up_with_one_line(
 def test_a_bad_value_stops_start_up_with_one_line(
     project, project_python, tmp_path, variable, value
 ):
-    code, output = start_up_output(project, project_python, tmp_path, {variable: value})
+    code, output = start_up(project, project_python, tmp_path, tmp_path, **{variable: value})
 
     assert code != 0
     [line] = output.strip().splitlines()
@@ -120,8 +103,8 @@ def test_a_bad_value_stops_start_up_with_one_line(
 def test_a_route_on_the_metrics_path_stops_start_up_with_one_line(
     project, project_python, tmp_path
 ):
-    code, output = start_up_output(
-        project, project_python, tmp_path, {"PROMETHEUS_METRICS_PATH": "/_status"}
+    code, output = start_up(
+        project, project_python, tmp_path, tmp_path, PROMETHEUS_METRICS_PATH="/_status"
     )
 
     assert code != 0
