@@ -146,7 +146,8 @@ def test_ipv4_mapped_entries_read_as_ipv4():
     ("entry", "range_"),
     [
         ("::ffff:203.0.113.10/64", "::/64"),
-        ("::ffff:203.0.113.10/120", "::ffff:cb00:7100/120"),
+        # Python 3.13 writes a mapped address as ::ffff:203.0.113.0, 3.11 as ::ffff:cb00:7100.
+        ("::ffff:203.0.113.10/120", str(ipaddress.ip_network("::ffff:203.0.113.0/120"))),
         ("10.0.0.1/8", "10.0.0.0/8"),
         ("2001:db8::1/32", "2001:db8::/32"),
     ],
