@@ -118,12 +118,7 @@ class LockedCollector(MultiProcessCollector):
                 if path.is_file() and path.stat().st_size
             ]
             kept_aside = len(list(self._directory.glob(f"*{UNREADABLE_SUFFIX}")))
-            try:
-                metrics = list(self.merge(files))
-                unreadable = []
-            except Exception:  # whatever a corrupt or foreign file makes the reader raise
-                unreadable = [path for path in files if not _readable(path)]
-                metrics = list(self.merge([path for path in files if path not in unreadable]))
+            metrics, unreadable = _merge_readable(files)
         for path in unreadable:
             _say_once(f"Scrapes skip {path}, which is not a metric file prometheus_client can read")
         unreadable_files = GaugeMetricFamily(
@@ -132,6 +127,17 @@ class LockedCollector(MultiProcessCollector):
             value=len(unreadable) + kept_aside,
         )
         return [*metrics, unreadable_files]
+
+
+def _merge_readable(files, accumulate=True):
+    """prometheus_client's merge of the files its reader can read, and those it cannot:
+    tried one by one only when the merge of them all fails."""
+    try:
+        return list(MultiProcessCollector.merge(files, accumulate)), []
+    except Exception:  # whatever a corrupt or foreign file makes the reader raise
+        unreadable = [path for path in files if not _readable(path)]
+        readable = [path for path in files if path not in unreadable]
+        return list(MultiProcessCollector.merge(readable, accumulate)), unreadable
 
 
 def _readable(path):
@@ -358,12 +364,9 @@ def _fold(dead, aggregate):
     they were.
     """
     sources = [str(path) for path in (aggregate, dead) if path.exists()]
-    try:
-        MultiProcessCollector.merge(sources, accumulate=False)
-    except Exception:  # a file its reader cannot read: set it aside, fold the rest
-        for source in [path for path in sources if not _readable(path)]:
-            sources.remove(source)
-            _set_aside(Path(source))
+    metrics, unreadable = _merge_readable(sources, accumulate=False)
+    for source in unreadable:  # set aside, and the rest folded
+        _set_aside(Path(source))
     merged = [
         (
             mmap_key(
@@ -375,7 +378,7 @@ def _fold(dead, aggregate):
             ),
             sample.value,
         )
-        for metric in MultiProcessCollector.merge(sources, accumulate=False)
+        for metric in metrics
         for sample in metric.samples
     ]
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
