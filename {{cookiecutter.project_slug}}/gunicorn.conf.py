@@ -12,12 +12,10 @@ from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.config import (
     ConfigError,
     check_environ,
-    server_settings_from_environ,
 )
 
 try:
-    check_environ()
-    _settings = server_settings_from_environ()
+    _settings = check_environ()
 except ConfigError as error:
     raise SystemExit(str(error)) from None
 

@@ -1,13 +1,17 @@
 from flask import Flask
 
-from .config import check_environ, refuse_blank_metrics_directory, settings_from_environ
+from .config import (
+    refuse_blank_metrics_directory,
+    server_settings_from_environ,
+    settings_from_environ,
+)
 
 __version__ = "0.1.0"
 
 
 def create_app(config=None):
     """Build the service. `config` overrides the settings read from the environment."""
-    check_environ()  # every setting, gunicorn's too, as the gunicorn master checks them
+    server_settings_from_environ()  # checked too, as the gunicorn master checks them
     refuse_blank_metrics_directory()  # before metrics.py makes its first values
     app = Flask(__name__)
     app.config.from_mapping(settings_from_environ())

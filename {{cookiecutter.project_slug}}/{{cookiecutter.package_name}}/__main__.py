@@ -16,15 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import METRICS_DIRECTORY, ConfigError, check_environ, server_settings_from_environ
+from .config import METRICS_DIRECTORY, ConfigError, check_environ
 
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 
 
 def main(arguments):
     try:
-        check_environ()
-        settings = server_settings_from_environ()
+        settings = check_environ()
     except ConfigError as error:
         sys.exit(str(error))
     if not app_builds():

@@ -207,6 +207,7 @@ def server_settings_from_environ(environ=os.environ):
 
 
 def check_environ(environ=os.environ):
-    """Every setting the service reads, checked; ConfigError for the first bad one."""
-    server_settings_from_environ(environ)
+    """Every setting the service reads, checked, ConfigError for the first bad one; and
+    gunicorn's settings, for those who start it."""
     settings_from_environ(environ)
+    return server_settings_from_environ(environ)
