@@ -19,7 +19,6 @@ import time
 from flask import got_request_exception, request
 from prometheus_client import (
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
@@ -266,15 +265,18 @@ def _registry():
     directory = metrics_directory()
     if directory is None:
         return REGISTRY
-    registry = CollectorRegistry()
-    registry.register(multiprocess.LockedCollector(directory))
-    return registry
+    return multiprocess.LockedCollector(directory)
 
 
 def _exposition(registry):
     encode, content_type = _encoder(request.headers.get("Accept", ""))
     names = request.args.getlist("name[]")
-    body = encode(_OnlyNamed(registry, frozenset(names)) if names else registry)
+    if names:
+        body = encode(_OnlyNamed(registry, frozenset(names)))
+    elif isinstance(registry, multiprocess.LockedCollector):
+        body = registry.exposition(encode)
+    else:
+        body = encode(registry)
     headers = {
         "Content-Type": content_type,
         "Cache-Control": "no-store",

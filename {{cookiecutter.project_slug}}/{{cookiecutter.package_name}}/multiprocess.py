@@ -13,29 +13,34 @@ file this module writes is given its disk blocks first (posix_fallocate), where 
 disk is an OSError; a worker's files get theirs before prometheus_client maps them, from
 spare sets the master allocates ahead when the disk has no room left.
 
-Values are written by prometheus_client's own value class; this module reads and folds
-its files with prometheus_client's own reader, writer and merge.
+Values are written by prometheus_client's own value class. Scrapes read them with
+metric_files.py, which parses each file once; folds use prometheus_client's own reader,
+writer and merge.
 """
 
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from . import metric_files
 from .config import METRICS_DIRECTORY, ConfigError
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+GENERATION_BYTES = 16
 AGGREGATE_ID = "aggregate"
 # File name prefixes whose values can be merged over processes without losing meaning.
 # Gauges in the live* modes are dropped with their worker; "all" and "mostrecent" gauges
@@ -85,40 +90,87 @@ def _allocate(path, size):
 
 @contextlib.contextmanager
 def _locked(directory, operation):
-    """flock the directory's lock file: shared for scrapes, exclusive for compaction.
+    """flock the directory's lock file, and yield its descriptor: shared for scrapes,
+    exclusive for compaction.
 
     A fresh descriptor each time, because flock locks belong to an open file and threads
     of a gthread worker must not release each other's. A killed holder's lock goes with it.
     """
     # Recreated if someone removed it: scrapes answer again, counting from zero.
     Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    lock = Path(directory) / LOCK_FILE
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        descriptor = os.open(lock, os.O_RDWR)
+    else:
+        _new_generation(descriptor)  # a new directory, whose files are all new
     try:
         fcntl.flock(descriptor, operation)
-        yield
+        yield descriptor
     finally:
         os.close(descriptor)
 
 
-class LockedCollector(MultiProcessCollector):
-    """prometheus_client's collector, reading the files under the shared lock, and
-    skipping a file it cannot read rather than failing every scrape."""
+def _new_generation(lock):
+    """Say that files may have been removed or replaced, in the lock file: a scrape then
+    checks that each file it reads holds the keys it parsed before (metric_files.py)."""
+    os.pwrite(lock, os.urandom(GENERATION_BYTES), 0)
+
+
+def _generation(lock):
+    return os.pread(lock, GENERATION_BYTES, 0)
+
+
+class LockedCollector:
+    """The workers' metrics, read under the shared lock: by metric_files' reader, which
+    parses each file once, or by prometheus_client's merge with a prometheus_client
+    that reader was not proven on. A file no reader can read is skipped, said once in
+    the log, and counted in metrics_files_unreadable.
+
+    Threads of a gthread worker scrape one at a time: the reader keeps what it has
+    parsed for the next scrape.
+    """
 
     def __init__(self, directory):
-        super().__init__(registry=None, path=directory)
         self._directory = Path(directory)
+        self._reader = metric_files.Reader.for_installed_version()
+        self._reading = threading.Lock()
 
     def collect(self):
-        with _locked(self._directory, fcntl.LOCK_SH):
-            # A worker creates its file empty and then sizes it: an empty file has no
-            # values yet, and reading it would fail the scrape.
-            files = [
-                str(path)
-                for path in self._directory.glob("*.db")
-                if path.is_file() and path.stat().st_size
-            ]
+        with self._reading:
+            read, extra = self._read()
+            metrics = read.metrics() if isinstance(read, metric_files.Scrape) else read
+        return [*metrics, *extra]
+
+    def exposition(self, encode):
+        """`encode(self)`, the same bytes, rendered from what the reader rendered before
+        where it can be."""
+        with self._reading:
+            read, extra = self._read()
+            if isinstance(read, metric_files.Scrape):
+                body = read.exposition(encode, extra)
+                if body is not None:
+                    return body
+                read = read.metrics()
+        return encode(metric_files.Families([*read, *extra]))
+
+    def _read(self):
+        with _locked(self._directory, fcntl.LOCK_SH) as lock:
+            # As prometheus_client lists them, in the same order.
+            files = glob.glob(os.path.join(self._directory, "*.db"))
             kept_aside = len(list(self._directory.glob(f"*{UNREADABLE_SUFFIX}")))
-            metrics, unreadable = _merge_readable(files)
+            read = None
+            if self._reader is not None:
+                try:
+                    read, unreadable = self._reader.read(files, _generation(lock))
+                except metric_files.PlanError as error:
+                    _say_once(f"Scrapes read these metric files with prometheus_client: {error}")
+            if read is None:
+                # A worker creates its file empty and then sizes it: an empty file has no
+                # values yet.
+                sized = [path for path in files if os.path.isfile(path) and os.path.getsize(path)]
+                read, unreadable = _merge_readable(sized)
         for path in unreadable:
             _say_once(f"Scrapes skip {path}, which is not a metric file prometheus_client can read")
         unreadable_files = GaugeMetricFamily(
@@ -126,7 +178,7 @@ class LockedCollector(MultiProcessCollector):
             "Files in the metrics directory that scrapes skip or folds kept aside, unreadable.",
             value=len(unreadable) + kept_aside,
         )
-        return [*metrics, unreadable_files]
+        return read, [unreadable_files]
 
 
 def _merge_readable(files, accumulate=True):
@@ -260,7 +312,8 @@ def mark_worker_dead(pid, path, live=(), unexplained_exit=None):
     if unexplained_exit:
         _exits_to_count[pid] = unexplained_exit
     try:
-        with _locked(directory, fcntl.LOCK_EX):
+        with _locked(directory, fcntl.LOCK_EX) as lock:
+            _new_generation(lock)
             failure = None
             for dead in sorted(_unfolded - set(live)):
                 try:
@@ -384,7 +437,7 @@ def _fold(dead, aggregate):
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
     try:
-        _allocate(staging, _file_size(key for key, _ in merged))
+        _allocate(staging, metric_files.file_size(key for key, _ in merged))
         values = MmapedDict(str(staging))
         try:
             for key, value in merged:
@@ -406,14 +459,3 @@ def _set_aside(path):
         number += 1
     path.rename(aside)
     logger.error("Set aside %s, which no reader can read, as %s", path, aside.name)
-
-
-def _file_size(keys):
-    """Bytes a file of prometheus_client's format takes for these keys (mmap_dict.py: an
-    8-byte header; per value, the key's length, the key padded to 8 bytes, the value and
-    its timestamp), rounded up to whole 64 KiB as prometheus_client sizes its files."""
-    used = 8
-    for key in keys:
-        length = len(key.encode("utf-8"))
-        used += 4 + length + (8 - (length + 4) % 8) + 16
-    return -(-used // (1 << 16)) * (1 << 16)

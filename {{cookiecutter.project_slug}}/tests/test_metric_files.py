@@ -1,0 +1,395 @@
+"""metric_files' reader against prometheus_client's own, on the same files.
+
+Files are written by prometheus_client's own value class, as several workers, in a
+seeded random history; after every step both read them, and must agree sample for
+sample, in the same order, and byte for byte in every exposition the metrics endpoint
+can choose. A failing seed is in the assertion's message: `SEEDS` can be set to it.
+"""
+
+import glob
+import logging
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import struct
+import threading
+import time
+
+import pytest
+from prometheus_client import Counter, Gauge, Histogram, Summary, generate_latest
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.mmap_dict import MmapedDict
+
+from {{ cookiecutter.package_name }} import metric_files
+from {{ cookiecutter.package_name }}.multiprocess import (
+    LockedCollector,
+    _merge_readable,
+    mark_worker_dead,
+)
+
+from .conftest import worker
+
+SEEDS = range(int(os.environ.get("METRIC_FILES_SEEDS", "30")))
+STEPS = 60
+GAUGE_MODES = (
+    "all",
+    "liveall",
+    "sum",
+    "livesum",
+    "max",
+    "livemax",
+    "min",
+    "livemin",
+    "mostrecent",
+    "livemostrecent",
+)
+LABEL_VALUES = ("a", "b", "é", 'say "hi"', "back\\slash", "new\nline", "🙂", "")
+NUMBERS = (0.0, -0.0, 1.0, 0.5, 2.5, 1e-9, 123456789.125, 1e21, -3.75, float("inf"))
+# Accept headers the metrics endpoint serves: the text format, OpenMetrics, with
+# UTF-8 names allowed, and Prometheus 3's default.
+ACCEPT = (
+    "",
+    "application/openmetrics-text; version=1.0.0",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+)
+
+
+@pytest.fixture
+def directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    return tmp_path
+
+
+class Families:
+    def __init__(self, metrics):
+        self._metrics = metrics
+
+    def collect(self):
+        return self._metrics
+
+
+def listing(directory):
+    return [
+        path
+        for path in glob.glob(os.path.join(directory, "*.db"))
+        if os.path.isfile(path) and os.path.getsize(path)
+    ]
+
+
+def summary(metrics):
+    """Every field of every sample, NaN equal to NaN and -0.0 apart from 0.0."""
+    return [
+        (
+            metric.name,
+            metric.documentation,
+            metric.type,
+            [
+                (sample.name, sample.labels, repr(sample.value), sample.timestamp)
+                for sample in metric.samples
+            ],
+        )
+        for metric in metrics
+    ]
+
+
+def assert_same(directory, collector, context):
+    """The collector reads what prometheus_client's merge reads, in every exposition."""
+    expected, _ = _merge_readable(listing(directory))
+    actual = collector.collect()
+    assert collector._reader is not None, "the reader, not the fallback, must be under test"
+    assert summary(actual[:-1]) == summary(expected), context
+    for accept in ACCEPT:
+        encode, _ = choose_encoder(accept)
+        assert collector.exposition(encode) == encode(Families([*expected, actual[-1]])), (
+            f"{context}, Accept: {accept!r}"
+        )
+
+
+def define():
+    """The metrics a worker writes: every type and every gauge mode, made in the
+    current worker(pid) context."""
+    labels = ["kind", "route"]
+    metrics = {
+        "counter": Counter("events", "Events, by kind.", labels, registry=None),
+        "histogram": Histogram(
+            "latency_seconds", "Latency.", labels, buckets=(0.25, 1, 2.5), registry=None
+        ),
+        "default_histogram": Histogram("size_bytes", "Size.", registry=None),
+        "summary": Summary("payload_bytes", "Payload.", labels, registry=None),
+    }
+    for mode in GAUGE_MODES:
+        metrics[mode] = Gauge(
+            f"level_{mode}", f"Level, {mode}.", labels, multiprocess_mode=mode, registry=None
+        )
+    return metrics
+
+
+def write(rng, pid):
+    """One random write, as worker `pid`."""
+    with worker(pid):
+        metrics = define()
+        name = rng.choice(sorted(metrics))
+        metric = metrics[name]
+        if name == "default_histogram":
+            metric.observe(rng.choice(NUMBERS[:-2]))
+            return
+        child = metric.labels(rng.choice(LABEL_VALUES), f"/r/{rng.randrange(4)}")
+        number = rng.choice(NUMBERS)
+        if name == "counter":
+            child.inc(abs(number))
+        elif name in ("histogram", "summary"):
+            child.observe(number)
+        elif rng.random() < 0.1:
+            child.set(math.nan)
+        elif rng.random() < 0.5 and "mostrecent" not in name:
+            child.inc(number)
+        else:
+            child.set(number)
+
+
+def garbage(rng, directory):
+    """A file no reader can read, under a name prometheus_client reads as a counter's."""
+    body = struct.pack("i", 4096) + rng.randbytes(4092)
+    (directory / f"counter_garbage{rng.randrange(1000)}.db").write_bytes(body)
+
+
+def name_like(rng, name, pid):
+    """The name of a file of the same type as `name`, for another "pid"; a gauge's in
+    any mode."""
+    typ = name.split("_")[0]
+    if typ == "gauge":
+        return f"gauge_{rng.choice(GAUGE_MODES)}_{pid}.db"
+    return f"{typ}_{pid}.db"
+
+
+def rewrite(rng, source, target):
+    """`source`'s keys in another order, written by prometheus_client's writer into
+    `target`, with some values changed and their timestamps kept."""
+    entries = [entry[:3] for entry in MmapedDict.read_all_values_from_file(str(source))]
+    rng.shuffle(entries)
+    values = MmapedDict(str(target))
+    try:
+        for key, value, timestamp in entries:
+            values.write_value(key, value * rng.choice((1, 2, -1)), timestamp)
+    finally:
+        values.close()
+
+
+def history(seed, directory):
+    """Random steps: writes by live workers, a worker's death and fold (its pid free to
+    come back), a copy of a file under another name (a gauge's in any mode), a file's
+    keys in another order, garbage, the directory removed."""
+    rng = random.Random(seed)  # noqa: S311 (seeded, so that a failing seed replays)
+    live = set()
+    for step in range(STEPS):
+        roll = rng.random()
+        if roll < 0.7 or not live:
+            pid = rng.randrange(1, 6)
+            live.add(pid)
+            write(rng, pid)
+            yield f"seed {seed}, step {step}: worker {pid} writes"
+        elif roll < 0.85:
+            pid = rng.choice(sorted(live))
+            live.discard(pid)
+            mark_worker_dead(pid, directory, live=sorted(live))
+            yield f"seed {seed}, step {step}: worker {pid} dies and is folded"
+        elif roll < 0.92:
+            source = rng.choice(sorted(directory.glob("*_[0-9]*.db")) or [None])
+            if source is not None:
+                copy = directory / name_like(rng, source.name, f"copy{step}")
+                shutil.copy(source, copy)
+            yield f"seed {seed}, step {step}: a copy of {source}"
+        elif roll < 0.95:
+            source = rng.choice(sorted(directory.glob("*_[0-9]*.db")) or [None])
+            if source is not None:
+                rewrite(rng, source, directory / name_like(rng, source.name, f"other{step}"))
+            yield f"seed {seed}, step {step}: {source}'s keys in another order"
+        elif roll < 0.98:
+            garbage(rng, directory)
+            yield f"seed {seed}, step {step}: garbage"
+        else:
+            shutil.rmtree(directory)
+            directory.mkdir()
+            live.clear()
+            yield f"seed {seed}, step {step}: the directory removed and made again"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_reader_reads_what_prometheus_clients_merge_reads(directory, seed):
+    collector = LockedCollector(directory)
+    for context in history(seed, directory):
+        assert_same(directory, collector, context)
+
+
+def test_a_recycled_pid_and_a_fold_between_scrapes(directory):
+    collector = LockedCollector(directory)
+    for pid in (1, 2):
+        with worker(pid):
+            define()["histogram"].labels("a", "/").observe(0.3)
+    assert_same(directory, collector, "two workers")
+    mark_worker_dead(1, directory, live=[2])
+    assert_same(directory, collector, "worker 1 folded")
+    with worker(1):
+        define()["counter"].labels("b", "/").inc()
+    assert_same(directory, collector, "pid 1 back, with other keys")
+
+
+def test_gauges_keep_the_first_of_equal_values_and_the_last_of_a_pid(directory):
+    """min and max keep the first of two equal values (0.0, then -0.0); `all` keeps the
+    last value of a pid that two files hold."""
+    collector = LockedCollector(directory)
+    for pid, value in ((1, 0.0), (2, -0.0)):
+        with worker(pid):
+            metrics = define()
+            for mode in ("min", "livemin", "max", "livemax", "all"):
+                metrics[mode].labels("a", "/").set(value)
+    entries = MmapedDict.read_all_values_from_file(str(directory / "gauge_all_1.db"))
+    again = MmapedDict(str(directory / "gauge_liveall_1.db"))
+    try:
+        for key, value, timestamp, _ in entries:
+            again.write_value(key, value + 5, timestamp)
+    finally:
+        again.close()
+
+    assert_same(directory, collector, "equal values; a pid in two files")
+
+
+def test_a_file_replaced_or_rewritten_under_its_name_is_read_again(directory):
+    collector = LockedCollector(directory)
+    with worker(1):
+        counter = define()["counter"]
+        counter.labels("a", "/x").inc()
+        counter.labels("b", "/y").inc(2)
+    with worker(2):
+        counter = define()["counter"]
+        counter.labels("b", "/y").inc(5)
+        counter.labels("a", "/x").inc(7)
+    assert_same(directory, collector, "two workers")
+    first, second = directory / "counter_1.db", directory / "counter_2.db"
+    # Keys as long as each other, in the other order: only the keys say which is which.
+    keys_a_b, keys_b_a = first.read_bytes(), second.read_bytes()
+    (directory / "new").write_bytes(keys_b_a)
+    os.replace(directory / "new", first)
+    assert_same(directory, collector, "worker 1's file replaced by one with other keys")
+
+    # In place, as a fold rewrites nothing; but a fold says that files may have changed.
+    first.write_bytes(keys_a_b)
+    with worker(3):
+        define()["counter"].labels("a", "/x").inc()
+    mark_worker_dead(3, directory, live=[1, 2])
+    assert_same(directory, collector, "worker 1's file rewritten in place, then a fold")
+
+
+def test_scrapes_render_only_the_values_once_the_series_are_known(directory, monkeypatch):
+    collector = LockedCollector(directory)
+    with worker(1):
+        define()["histogram"].labels("a", "/").observe(0.3)
+    assert_same(directory, collector, "the series are new: learnt from the encoders")
+    rendered = []
+    by_the_encoder = metric_files._Rendering._alone
+
+    def alone(rendering, metric):
+        rendered.append(metric.name)
+        return by_the_encoder(rendering, metric)
+
+    monkeypatch.setattr(metric_files._Rendering, "_alone", alone)
+    with worker(1):
+        define()["histogram"].labels("a", "/").observe(2)
+
+    assert_same(directory, collector, "a value changed")
+    assert rendered == ["metrics_files_unreadable"] * len(ACCEPT), "only the gauge made anew"
+
+
+def test_threads_scraping_at_once_agree_with_prometheus_client(directory):
+    collector = LockedCollector(directory)
+    failures = []
+    stop = threading.Event()
+
+    def scrape():
+        deadline = time.monotonic() + 10
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                collector.exposition(generate_latest)
+            except Exception as error:  # the test fails with it below
+                failures.append(error)
+                return
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    rng = random.Random(7)  # noqa: S311
+    for _ in range(150):
+        write(rng, rng.randrange(1, 4))
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert_same(directory, collector, "after the threads")
+
+
+def _grow(directory, count):
+    """A worker process adding label sets to its files as fast as it can."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    with worker(None):
+        counter = define()["counter"]
+        histogram = define()["histogram"]
+        for number in range(count):
+            counter.labels("a", f"/{number}").inc()
+            histogram.labels("a", f"/{number}").observe(number % 3)
+
+
+def test_files_growing_while_scrapes_read_them(directory):
+    collector = LockedCollector(directory)
+    child = multiprocessing.get_context("fork").Process(target=_grow, args=(directory, 3000))
+    child.start()
+    totals = []
+    deadline = time.monotonic() + 60
+    while child.is_alive() and time.monotonic() < deadline:
+        metrics = {metric.name: metric for metric in collector.collect()}
+        events = metrics.get("events")
+        totals.append(sum(sample.value for sample in events.samples) if events else 0)
+    child.join(timeout=60)
+
+    assert child.exitcode == 0
+    assert len(totals) > 1, "scrapes ran while the file grew"
+    assert totals == sorted(totals), "a growing file never reads as fewer values"
+    assert_same(directory, collector, "once it stopped growing")
+
+
+def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_reader(
+    directory, monkeypatch, caplog
+):
+    monkeypatch.setattr(metric_files, "installed_version", lambda: "0.99.0")
+    with worker(1):
+        define()["histogram"].labels("a", "/").observe(0.3)
+    with caplog.at_level(logging.WARNING):
+        collector = LockedCollector(directory)
+
+    assert collector._reader is None
+    assert [record.getMessage() for record in caplog.records] == [
+        "prometheus_client 0.99.0 is outside the versions this service's metric file"
+        " reader was proven on (0.26 up to 0.27): scrapes use prometheus_client's own,"
+        " slower reader"
+    ]
+    expected, _ = _merge_readable(listing(directory))
+    assert summary(collector.collect()[:-1]) == summary(expected)
+    actual = collector.exposition(generate_latest)
+    assert actual == generate_latest(Families([*expected, collector.collect()[-1]]))
+
+
+@pytest.mark.parametrize(
+    ("version", "proven"),
+    [("0.26.0", True), ("0.26.7", True), ("0.25.9", False), ("0.27.0", False), ("1.0.0", False)],
+)
+def test_the_proven_range(version, proven):
+    assert metric_files.proven(version) is proven
+
+
+def test_the_installed_prometheus_client_is_proven():
+    assert metric_files.proven(metric_files.installed_version())
