@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,25 @@ app.config.from_mapping(settings_from_environ())
 logs.init_app(app)
 app.register_blueprint(views.bp)
 """
+
+# The baked service as it scraped before metric_files.py: prometheus_client's own reader
+# and encoder, which the service falls back to with a prometheus_client it was not
+# proven on. {package} is filled in.
+OLD_READER_APP = """
+from {package} import metric_files
+
+metric_files.PROVEN_VERSIONS = ((0, 0), (0, 0))
+
+from wsgi import app  # noqa: E402
+"""
+# What Prometheus 3 sends with a scrape.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+SCALE_WORKERS = (2, 4, 8, 16)
+SCALE_ROUTES = (5, 20, 50)
 
 EXPORTER_APP = (
     BARE_APP
@@ -341,15 +361,126 @@ def scrape_cost(apps, recycles, scrapes):
         )
 
 
-def scrape_scale(app):
-    """scrape_scale.py, run by the baked project's Python on files its workers would write."""
-    package = next(app.directory.glob("*/metrics.py")).parent.name
+def scrape_scale(app, scrapes, seconds):
+    """Scrape cost at 2 to 16 workers' files: in-process (scrape_scale.py, run by the
+    baked project's Python), end to end through the metrics endpoint, and the latency
+    of / under load while Prometheus scrapes, each with the service's reader and with
+    prometheus_client's."""
     subprocess.run(
-        [app.python, Path(__file__).with_name("scrape_scale.py"), package],
+        [app.python, Path(__file__).with_name("scrape_scale.py"), package_of(app)],
         cwd=app.directory,
         env={**os.environ, "PYTHONPATH": str(app.directory)},
         check=True,
     )
+    headers = {**app.headers, "Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    service = App("service", app.directory, SERVICE_CONF, "wsgi:app", app.python, headers)
+    old = App("old", app.directory, SERVICE_CONF, "old_reader_app:app", app.python, headers)
+    scrape_endpoint(service, old, scrapes)
+    latency_under_load(service, old, seconds)
+
+
+def package_of(app):
+    return next(app.directory.glob("*/metrics.py")).parent.name
+
+
+def write_worker_files(app, workers, routes):
+    """Files of `workers` more workers, as if each had served `routes` routes."""
+    subprocess.run(
+        [
+            app.python,
+            Path(__file__).with_name("scrape_scale.py"),
+            package_of(app),
+            "--write",
+            app.metrics_dir,
+            str(workers),
+            str(routes),
+        ],
+        cwd=app.directory,
+        env={**os.environ, "PYTHONPATH": str(app.directory)},
+        check=True,
+    )
+
+
+def timed_scrape(app):
+    start = time.perf_counter()
+    if app.get("/metrics") is None:
+        raise RuntimeError(f"{app.name}: scrape failed")
+    return time.perf_counter() - start
+
+
+def scrape_endpoint(service, old, scrapes, firsts=5):
+    print("\nScrape latency end to end: GET /metrics with Prometheus 3's headers (OpenMetrics,")
+    print("gzip), one sync worker and the files of more; first scrapes: median of")
+    print(f"{firsts} fresh services; warm: median of {scrapes} scrapes; in turns")
+    print(
+        f"  {'workers':>7} {'routes':>6}   {'prometheus_client first / warm':>30}"
+        f"   {'service, first':>20}   {'service, warm':>20}"
+    )
+    for workers in SCALE_WORKERS:
+        for routes in SCALE_ROUTES:
+            figures = {service.name: ([], []), old.name: ([], [])}
+            for _ in range(firsts):
+                for app in (old, service):
+                    app.start(workers=1)
+                    try:
+                        write_worker_files(app, workers, routes)
+                        figures[app.name][0].append(timed_scrape(app))
+                        figures[app.name][1].append(scrape_latency(app, scrapes // firsts))
+                    finally:
+                        app.stop()
+            (old_firsts, old_warms), (firsts_, warms) = figures[old.name], figures[service.name]
+            first, old_first = statistics.median(firsts_), statistics.median(old_firsts)
+            warm, old_warm = statistics.median(warms), statistics.median(old_warms)
+            print(
+                f"  {workers:>7} {routes:>6}   {old_first * 1000:12.1f} / {old_warm * 1000:6.1f} ms"
+                f"   {first * 1000:7.1f} ms ({first / old_first:5.3f}x)"
+                f"   {warm * 1000:7.2f} ms ({warm / old_warm:5.3f}x)"
+            )
+
+
+def latency_under_load(service, old, seconds, workers=8, routes=50):
+    print(f"\nLatency of / under load (wrk -t2 -c8 -d{seconds}s --latency), {workers} sync workers")
+    print(f"whose files hold {routes} routes each, scraped every second as Prometheus would")
+    runs = (
+        ("no scrapes", service, False),
+        ("prometheus_client", old, True),
+        ("service", service, True),
+    )
+    for name, app, scraped in runs:
+        app.start(workers=workers)
+        stop = threading.Event()
+        try:
+            write_worker_files(app, workers, routes)
+            for _ in range(5 * workers):  # every worker likely answers one: the caches warm
+                timed_scrape(app)
+            if scraped:
+                threading.Thread(target=scrape_every_second, args=(app, stop, seconds + 10)).start()
+            latencies = wrk_latencies(app.port, seconds)
+        finally:
+            stop.set()
+            app.stop()
+        print(f"  {name:<18} p50 {latencies['50%']:7.2f} ms   p99 {latencies['99%']:7.2f} ms")
+
+
+def scrape_every_second(app, stop, limit):
+    deadline = time.monotonic() + limit
+    while not stop.wait(1) and time.monotonic() < deadline:
+        app.get("/metrics")
+
+
+def wrk_latencies(port, seconds):
+    """wrk's latency percentiles of /, in milliseconds."""
+    command = ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
+    output = subprocess.run(
+        pinned(command, LOAD_CPU), capture_output=True, text=True, check=True, timeout=seconds + 30
+    ).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", output):
+        raise RuntimeError(f"wrk saw errors:\n{output}")
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return {
+        percentile: float(number) * units[unit]
+        for percentile, number, unit in re.findall(r"^\s+(\d+%)\s+([\d.]+)(us|ms|s)$", output, re.M)
+    }
 
 
 def build(workdir):
@@ -375,6 +506,7 @@ def build(workdir):
     (project / "bare_app.py").write_text(BARE_APP.format(package=package))
     (project / "exporter_app.py").write_text(EXPORTER_APP.format(package=package))
     (project / "gds_metrics_app.py").write_text(GDS_METRICS_APP.format(package=package))
+    (project / "old_reader_app.py").write_text(OLD_READER_APP.format(package=package))
     return [
         App("bare", project, BARE_CONF, "bare_app:app", python),
         App("prometheus-flask-exporter", project, EXPORTER_CONF, "exporter_app:app", python),
@@ -390,6 +522,18 @@ def build(workdir):
     ]
 
 
+def commit():
+    """The template's commit, marked when files differ from it."""
+
+    def git(*arguments):
+        return subprocess.run(
+            ["git", "-C", TEMPLATE, *arguments], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
+    return f"{head} with uncommitted changes" if git("status", "--porcelain") else head
+
+
 def describe_machine():
     model = next(
         (
@@ -400,6 +544,7 @@ def describe_machine():
         platform.processor(),
     )
     print(f"Machine: {os.cpu_count()} cores, {model}; Python {platform.python_version()}")
+    print(f"Template at commit {commit()}")
     if SERVER_CPU:
         print(f"gunicorn pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU}")
 
@@ -411,6 +556,12 @@ def main():
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--recycles", type=int, default=400)
     parser.add_argument("--scrapes", type=int, default=300)
+    parser.add_argument(
+        "--endpoint-scrapes",
+        type=int,
+        default=21,
+        help="warm scrapes per size, end to end through the endpoint",
+    )
     parser.add_argument(
         "--instructions",
         type=int,
@@ -445,7 +596,7 @@ def main():
         if "scrape" in args.parts:
             scrape_cost(apps[1:], args.recycles, args.scrapes)
         if "scale" in args.parts:
-            scrape_scale(apps[-1])
+            scrape_scale(apps[-1], args.endpoint_scrapes, args.seconds * 3)
 
 
 if __name__ == "__main__":

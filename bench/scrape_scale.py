@@ -1,23 +1,29 @@
-"""Scrape cost at scale: the baked service's collector against prometheus_client's.
+"""Scrape cost at scale, in-process: the baked service's collector against
+prometheus_client's MultiProcessCollector and generate_latest.
 
 Run by bench.py with the baked project's Python, in the project's directory:
-    python scrape_scale.py PACKAGE [--repeat N]
+    python scrape_scale.py PACKAGE [--repeat N]            the comparison
+    python scrape_scale.py PACKAGE --write DIR WORKERS ROUTES  files for a running service
 
 For 2, 4, 8 and 16 workers, each worker's files hold the service's request metrics for
 5, 20 and 50 routes x 2 methods x 3 status codes, written by prometheus_client's own
-value class. Both collectors read the same files: prometheus_client's plain
-MultiProcessCollector (the baseline), and the service's LockedCollector, which takes the
-shared lock and skips files not yet sized. Printed: the median milliseconds per scrape
-(collect and encode in the text format), its ratio to the baseline, and the bytes of the
-exposition and of the files read.
+value class. Both read the same files, in turns: prometheus_client (the baseline), and
+the service's LockedCollector. Printed, in milliseconds: the first scrape (of a
+collector that has read nothing yet; the median of several) and a warm one (the
+median of --repeat), each with its ratio to prometheus_client's in the same turns; and
+the memory the service's collector keeps between scrapes (tracemalloc), beside the
+bytes the files use.
 """
 
 import argparse
+import gc
 import importlib
 import os
 import statistics
+import struct
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -27,6 +33,7 @@ WORKERS = (2, 4, 8, 16)
 ROUTES = (5, 20, 50)
 METHODS = ("GET", "POST")
 CODES = ("200", "404", "500")
+FIRST_SCRAPES = 5
 
 
 def write_worker(pid, routes):
@@ -50,56 +57,108 @@ def write_worker(pid, routes):
     memory.set(50e6)
 
 
-def scrape(registry):
+def timed(scrape):
     start = time.perf_counter()
-    body = generate_latest(registry)
+    body = scrape()
     return time.perf_counter() - start, body
 
 
-def compare(plain, locked, repeat):
-    """Median milliseconds of each, and the median of their ratios: the two scrape in
-    turns, so that load from elsewhere weighs on both alike."""
-    timings = {"plain": [], "locked": []}
+def compare(baseline, service, repeat):
+    """Medians of the first and warm scrapes, in seconds, and of their ratios to the
+    baseline's in the same turn; the two take turns, so that load from elsewhere on
+    the machine weighs on both alike."""
+    firsts, warms = [], []
+    for _ in range(FIRST_SCRAPES):
+        base, body = timed(baseline)
+        collector = service()
+        mine, service_body = timed(
+            lambda collector=collector: collector.exposition(generate_latest)
+        )
+        firsts.append((mine, base))
+    check(body, service_body)
     for _ in range(repeat):
-        seconds, body = scrape(plain)
-        timings["plain"].append(seconds)
-        seconds, locked_body = scrape(locked)
-        timings["locked"].append(seconds)
-        assert body == locked_body, "both collectors must export the same"
-    ratio = statistics.median(
-        mine / base for mine, base in zip(timings["locked"], timings["plain"], strict=True)
-    )
-    base, mine = (statistics.median(timings[name]) * 1000 for name in ("plain", "locked"))
-    return base, mine, ratio, len(body)
+        base, body = timed(baseline)
+        mine, service_body = timed(lambda: collector.exposition(generate_latest))
+        warms.append((mine, base))
+    check(body, service_body)
+    return [
+        (
+            statistics.median(mine for mine, _ in pairs),
+            statistics.median(base for _, base in pairs),
+            statistics.median(mine / base for mine, base in pairs),
+        )
+        for pairs in (firsts, warms)
+    ]
+
+
+def check(baseline_body, service_body):
+    """The service's exposition is prometheus_client's, and its own gauge after."""
+    gauge = b"# HELP metrics_files_unreadable"
+    assert service_body.startswith(baseline_body + gauge), "both must export the same"
+
+
+def kept_bytes(service):
+    """What a collector keeps between scrapes, after its first."""
+    gc.collect()
+    tracemalloc.start()
+    collector = service()
+    collector.exposition(generate_latest)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del collector
+    return kept
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("package")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--write", nargs=3, metavar=("DIRECTORY", "WORKERS", "ROUTES"))
     args = parser.parse_args()
-    print(f"\nScrape cost at scale (median of {args.repeat} scrapes each, in turns)")
+    if args.write:
+        directory, workers, routes = args.write
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        for pid in range(1_000_001, 1_000_001 + int(workers)):  # no real worker's pid
+            write_worker(pid, int(routes))
+        return
+    multiprocess = importlib.import_module(f"{args.package}.multiprocess")
+    print("\nScrape cost in-process: prometheus_client's MultiProcessCollector and")
+    print("generate_latest, and the service's collector (first scrape: median of")
+    print(f"{FIRST_SCRAPES} fresh collectors; warm: median of {args.repeat}; in turns)")
     print(
-        f"  {'workers':>7} {'routes':>6} {'label sets':>10}   {'prometheus_client':>17}"
-        f"   {'baked service':>22}   {'exposition':>10} {'files':>9}"
+        f"  {'workers':>7} {'routes':>6} {'label sets':>10} {'files use':>10}"
+        f"   {'prometheus_client':>17}   {'service, first':>20}   {'service, warm':>20}"
+        f"   {'kept':>8}"
     )
     for workers in WORKERS:
         for routes in ROUTES:
             with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-                multiprocess = importlib.import_module(f"{args.package}.multiprocess")
                 for pid in range(1, workers + 1):
                     write_worker(pid, routes)
-                plain = CollectorRegistry()
-                plain.register(MultiProcessCollector(None, path=directory))
-                locked = CollectorRegistry()
-                locked.register(multiprocess.LockedCollector(directory))
-                base, mine, ratio, size = compare(plain, locked, args.repeat)
-                files = sum(path.stat().st_size for path in Path(directory).glob("*.db"))
+                registry = CollectorRegistry()
+                registry.register(MultiProcessCollector(None, path=directory))
+                figures = compare(
+                    lambda registry=registry: generate_latest(registry),
+                    lambda directory=directory: multiprocess.LockedCollector(directory),
+                    args.repeat,
+                )
+                kept = kept_bytes(
+                    lambda directory=directory: multiprocess.LockedCollector(directory)
+                )
+                used = sum(
+                    struct.unpack_from("i", path.read_bytes(), 0)[0]
+                    for path in Path(directory).glob("*.db")
+                )
+            (first, base_first, first_ratio), (warm, base_warm, warm_ratio) = figures
             series = routes * len(METHODS) * len(CODES)
             print(
-                f"  {workers:>7} {routes:>6} {series:>10}   {base:14.2f} ms"
-                f"   {mine:8.2f} ms ({ratio:5.3f}x)   {size:>8} B {files:>7} B"
+                f"  {workers:>7} {routes:>6} {series:>10} {used / 1024:>6.0f} KiB"
+                f"   {base_first * 1000:7.1f} / {base_warm * 1000:6.1f} ms"
+                f"   {first * 1000:7.1f} ms ({first_ratio:5.3f}x)"
+                f"   {warm * 1000:7.2f} ms ({warm_ratio:5.3f}x)"
+                f"   {kept / 1024:>4.0f} KiB"
             )
 
 

