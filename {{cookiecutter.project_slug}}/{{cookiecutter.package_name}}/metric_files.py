@@ -33,6 +33,7 @@ import stat
 import struct
 from array import array
 from importlib import metadata
+from itertools import starmap
 
 from prometheus_client import exposition
 from prometheus_client.metrics_core import Metric
@@ -62,6 +63,12 @@ _ENCODERS = (exposition.generate_latest, openmetrics.generate_latest)
 
 class Unreadable(Exception):
     """A file prometheus_client's reader could not read on its own either."""
+
+
+# What prometheus_client's reader raises on a file it cannot read, and what
+# json.loads and unpacking raise on a key that is not one.
+_UNREADABLE = (Unreadable, OSError, ValueError, IndexError, struct.error)
+_NOT_A_KEY = (ValueError, TypeError)
 
 
 class PlanError(Exception):
@@ -182,7 +189,7 @@ class Reader:
                 view, state = self._read_file(path, name, status, generation)
             except FileNotFoundError:  # removed since it was listed: nothing to count
                 continue
-            except (Unreadable, OSError, ValueError, IndexError, struct.error):
+            except _UNREADABLE:
                 # As prometheus_client's reader would fail on this file alone.
                 self._files.pop(name, None)
                 unreadable.append(path)
@@ -309,7 +316,7 @@ def _key_info(text, shared):
     has them already, so that each is kept once."""
     try:
         metric_name, name, labels, help_text = json.loads(text)
-    except (ValueError, TypeError):
+    except _NOT_A_KEY:
         raise Unreadable from None
     if not (
         type(labels) is dict
@@ -561,7 +568,7 @@ class Scrape:
         add = operator.add
         for view, (indices, one_by_one) in zip(self._views, plan.sums, strict=True):
             if indices is not None:
-                slots = list(map(add, slots, indices(view)))
+                slots = list(starmap(add, zip(slots, indices(view), strict=True)))
             for slot, word in one_by_one:
                 slots[slot] += view[word]
         generic = [None] * plan._generic
@@ -718,7 +725,7 @@ class _Rendering:
                 header, prefixes = learnt
                 values = self._format(scrape.values[family.start : family.stop])
                 parts.append(header)
-                parts.append("\n".join(map(operator.add, prefixes, values)))
+                parts.append("\n".join(starmap(operator.add, zip(prefixes, values, strict=True))))
                 parts.append("\n")
         parts.extend(self._alone(metric) for metric in extra)
         parts.append(self._trailer)
