@@ -311,12 +311,12 @@ def worker_instructions(app, requests, output):
     return int(re.search(r"^summary: (\d+)", summary, re.MULTILINE).group(1))
 
 
-def instructions(apps, fewer, more):
+def instructions(apps, without_ids, fewer, more):
     print("\nInstructions per request of / in a sync gunicorn worker (callgrind; the")
     print(f"difference between serving {more} and {fewer} requests, so start-up cancels out)")
     per_request = {}
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as directory:
-        for app in apps:
+        for app in [*apps, without_ids]:
             counts = []
             for requests in (fewer, more):
                 run_directory = Path(directory) / f"{app.name}-{requests}"
@@ -327,6 +327,14 @@ def instructions(apps, fewer, more):
     for app in apps:
         count = per_request[app.name]
         print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
+    # Request ids: the bare app's cost over the same app without them; metrics: the baked
+    # service's over the bare app's (both give requests ids).
+    ids = bare - per_request[without_ids.name]
+    metrics = per_request[apps[-1].name] - bare
+    print(
+        f"  request ids cost {ids:7.0f} instructions a request, every metric {metrics:7.0f}:"
+        f" {ids / metrics:5.3f} of the metrics' cost"
+    )
 
 
 def scrape_cost(apps, recycles, scrapes):
@@ -483,6 +491,13 @@ def wrk_latencies(port, seconds):
     }
 
 
+def without_ids(bare):
+    """The bare app without request ids, beside it in the baked project."""
+    module = bare.directory / "no_ids_app.py"
+    module.write_text(BARE_APP.replace("logs.init_app(app)\n", "").format(package=package_of(bare)))
+    return App("bare, no request ids", bare.directory, BARE_CONF, "no_ids_app:app", bare.python)
+
+
 def build(workdir):
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
     environment = workdir / "venv"
@@ -590,7 +605,7 @@ def main():
         if "throughput" in args.parts:
             throughput(apps, args.rounds, args.seconds, args.connections)
         if "instructions" in args.parts and shutil.which("valgrind"):
-            instructions(apps, *args.instructions)
+            instructions(apps, without_ids(apps[0]), *args.instructions)
         elif "instructions" in args.parts:
             print("\nInstructions per request: not measured, valgrind is not installed")
         if "scrape" in args.parts:

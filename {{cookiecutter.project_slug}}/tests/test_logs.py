@@ -24,6 +24,19 @@ def is_uuid(text):
     return str(uuid.UUID(text)) == text
 
 
+def test_new_request_ids_are_random_version_4_uuids():
+    ids = [request_id_from(None) for _ in range(2000)]
+
+    assert len(set(ids)) == len(ids)
+    for request_id in ids:
+        parsed = uuid.UUID(request_id)
+        assert str(parsed) == request_id
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+    # The variant's digit keeps two random bits, and the random digits take every value.
+    assert {request_id[19] for request_id in ids} == set("89ab")
+    assert {request_id[0] for request_id in ids} == set("0123456789abcdef")
+
+
 def test_the_routers_request_id_is_kept():
     assert request_id_from(ROUTER_ID) == ROUTER_ID
     assert request_id_from("abc.DEF_1:2-3") == "abc.DEF_1:2-3"

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from datetime import UTC, datetime
 
 from flask import has_request_context, request
@@ -25,6 +24,9 @@ REQUEST_ID_KEY = "service.request_id"
 TRACE_ID_KEY = "service.trace_id"
 ROUTE_KEY = "service.route"
 REQUEST_KEYS = (REQUEST_ID_KEY, TRACE_ID_KEY)
+# A version 4 UUID's fourth group starts with a hex digit whose top two bits are RFC
+# 4122's variant, 10, and whose other two are random.
+VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def init_app(app):
@@ -53,12 +55,23 @@ def request_id_from(header):
     """The router's request id if it is a plain token, else a new one."""
     if header and REQUEST_ID_PATTERN.fullmatch(header):
         return header
-    return str(uuid.uuid4())
+    return new_request_id()
+
+
+def new_request_id():
+    """A random (version 4) UUID, as str(uuid.uuid4()) would make from the same 16 bytes
+    of os.urandom, in a third of its instructions: uuid.UUID checks and converts what
+    this only formats."""
+    hexed = os.urandom(16).hex()
+    variant = VARIANT_DIGIT[hexed[16]]
+    return f"{hexed[:8]}-{hexed[8:12]}-4{hexed[13:16]}-{variant}{hexed[17:20]}-{hexed[20:]}"
 
 
 def trace_id_from(header):
     """The trace id of a well-formed W3C traceparent header; None for any other."""
-    match = TRACEPARENT_PATTERN.fullmatch((header or "").strip())
+    if not header:
+        return None
+    match = TRACEPARENT_PATTERN.fullmatch(header.strip())
     if match is None or match[1] == "0" * 32 or match[2] == "0" * 16:
         return None
     return match[1]
