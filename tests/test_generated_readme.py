@@ -1,5 +1,6 @@
 """The generated README documents what the service really reads and does."""
 
+import ast
 import re
 
 import pytest
@@ -38,6 +39,81 @@ def test_every_variable_the_service_reads_is_documented(project):
     assert {"PORT", "WEB_CONCURRENCY", "METRICS_IP_WHITELIST", "VCAP_APPLICATION"} <= variables
     undocumented = {name for name in variables - WSGI_ENVIRON_KEYS if f"`{name}`" not in readme}
     assert undocumented == set()
+
+
+def table_column(readme, header):
+    """The backticked names in the first column of every table whose header row starts
+    with `header`."""
+    names, inside = [], False
+    for line in readme.splitlines():
+        if not line.startswith("|"):
+            inside = False
+        elif line.startswith(f"| {header}"):
+            inside = True
+        elif inside and not line.startswith("| ---"):
+            names.extend(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    return names
+
+
+def test_every_setting_the_readme_documents_is_read(project):
+    path, _ = project
+    readme = (path / "README.md").read_text()
+    sources = "".join(
+        source.read_text()
+        for source in [path / "gunicorn.conf.py", *(path / "payments_api").glob("*.py")]
+    )
+    documented = table_column(readme, "Variable")
+
+    assert {"PORT", "PROMETHEUS_MULTIPROC_DIR", "METRICS_TRUSTED_PROXIES"} <= set(documented)
+    unread = [name for name in documented if f'"{name}"' not in sources]
+    assert unread == []
+
+
+def metrics_made(source):
+    """(kind, name) of each metric the code makes: prometheus_client's classes called
+    with a name, not the examples in docstrings."""
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("Counter", "Gauge", "Histogram", "Summary", "GaugeMetricFamily")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            yield node.func.id, node.args[0].value
+
+
+def test_every_metric_the_readme_names_is_exported_and_every_one_named(project):
+    path, _ = project
+    readme = (path / "README.md").read_text()
+    exported = {
+        f"{name}_total" if kind == "Counter" else name
+        for source in (path / "payments_api").glob("*.py")
+        for kind, name in metrics_made(source.read_text())
+    }
+    documented = set(table_column(readme, "Metric"))
+
+    assert "metrics_files_unreadable" in exported
+    assert documented == exported
+
+
+def test_every_alert_the_readme_names_is_a_rule_and_every_rule_named(project):
+    path, _ = project
+    readme = (path / "README.md").read_text()
+    rules = yaml.safe_load((path / "monitoring" / "alerts.yml").read_text())
+    alerts = {
+        rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule
+    }
+    documented = set()
+    for name in table_column(readme, "Alert"):
+        if name.startswith("…"):  # the SLO alerts' table: one row for both objectives
+            documented |= {f"{objective}{name[1:]}" for objective in ("Availability", "Latency")}
+        else:
+            documented.add(name)
+
+    assert len(alerts) > 10
+    assert documented <= alerts
+    assert {alert for alert in alerts - documented if f"`{alert}`" not in readme} == set()
 
 
 def test_chosen_protection_comes_first(project):
