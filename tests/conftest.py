@@ -83,3 +83,13 @@ def template_tool():
         return path
 
     return tool
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which Python each python_version choice's baked suite ran under (test_pythons.py)."""
+    from . import tools
+
+    if tools.PYTHONS:
+        terminalreporter.section("baked suite, by python_version")
+        for version, outcome in sorted(tools.PYTHONS.items()):
+            terminalreporter.write_line(f"{version}: {outcome}")

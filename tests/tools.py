@@ -71,3 +71,37 @@ def require(name):
     if binary is None:
         missing(problem)
     return binary
+
+
+# What python_version's choices ran the baked suite under, and why any did not: for the
+# test run's summary (conftest.py).
+PYTHONS = {}
+
+
+def python(version):
+    """The path of `python<version>` (3.12, say) on PATH when it is that version; skips or
+    fails the test as `require` does when there is none."""
+    name = f"python{version}"
+    binary = shutil.which(name, path=search_path())
+    problem = None
+    if binary is None:
+        problem = (
+            f"{name} is not on PATH: install Python {version} (pyenv install {version},"
+            " or as .ci/run does, from Debian unstable's packages)"
+        )
+    else:
+        completed = subprocess.run(
+            [binary, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        full = completed.stdout.strip()
+        if completed.returncode != 0 or not full.startswith(f"{version}."):
+            problem = f"{binary} does not run as Python {version}: {completed.stderr.strip()}"
+    if problem is not None:
+        PYTHONS[version] = f"not run: {problem}"
+        missing(problem)
+    PYTHONS[version] = f"Python {full} ({binary})"
+    return Path(binary)

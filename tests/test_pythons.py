@@ -1,0 +1,54 @@
+"""Every Python the python_version prompt offers runs the service baked for it: the
+baked suite and ruff pass under that interpreter, `python3.X` on PATH.
+
+.ci/run provides each one; locally a missing one is skipped with what to install.
+"""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from . import tools
+from .conftest import TEMPLATE, bake, run
+
+OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
+
+
+@pytest.mark.parametrize("version", OFFERED)
+def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, version):
+    interpreter = tools.python(version)
+    project = bake(cookies, python_version=version)
+    environment = tmp_path / "venv"
+    run([interpreter, "-m", "venv", "--without-pip", environment], cwd=project)
+    # This run's pip installs into it: an interpreter unpacked from another distribution
+    # (.ci/run's Debian unstable ones) may have no ensurepip wheels of its own that work.
+    python = environment / "bin" / "python"
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
+        + ["-r", "requirements-dev.txt"],
+        cwd=project,
+    )
+    ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    run([environment / "bin" / "ruff", "check", "--no-cache", "."], cwd=project)
+    run([environment / "bin" / "ruff", "format", "--check", "--no-cache", "."], cwd=project)
+
+    assert " passed" in ran.stdout, ran.stdout
+    assert " skipped" not in ran.stdout, ran.stdout
+    tools.PYTHONS[version] += f": {ran.stdout.strip().splitlines()[-1]}"
+
+
+def test_the_templates_own_workflow_runs_ci_under_each_offered_python(template_tool):
+    workflow = TEMPLATE / ".github" / "workflows" / "test.yml"
+    run(
+        [template_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
+        + [workflow],
+        cwd=TEMPLATE,
+    )
+    job = yaml.safe_load(workflow.read_text())["jobs"]["test"]
+    installed = job["steps"][1]["with"]["python-version"].splitlines()
+
+    assert job["strategy"]["matrix"]["python"] == OFFERED
+    assert installed == [*OFFERED, "${{ matrix.python }}"]
+    assert job["steps"][-1]["run"].endswith("bash .ci/run")
