@@ -327,14 +327,58 @@ def instructions(apps, without_ids, fewer, more):
     for app in apps:
         count = per_request[app.name]
         print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
+    inprocess = {
+        name: inprocess_instructions(apps[-1], name, fewer * 10, more * 10)
+        for name in ("no-ids", "bare", "service")
+    }
     # Request ids: the bare app's cost over the same app without them; metrics: the baked
     # service's over the bare app's (both give requests ids).
-    ids = bare - per_request[without_ids.name]
-    metrics = per_request[apps[-1].name] - bare
     print(
-        f"  request ids cost {ids:7.0f} instructions a request, every metric {metrics:7.0f}:"
-        f" {ids / metrics:5.3f} of the metrics' cost"
+        "  in-process, the app called with no server (its own callgrind runs, of"
+        f" {fewer * 10} and {more * 10} requests):"
     )
+    for name, count in inprocess.items():
+        print(f"    {name:<24} {count:9.0f} instructions")
+    ids = inprocess["bare"] - inprocess["no-ids"]
+    metrics = inprocess["service"] - inprocess["bare"]
+    print(
+        f"  request ids cost {ids:6.0f} instructions a request, every metric {metrics:6.0f}:"
+        f" {ids / metrics:5.3f} of the metrics' cost (in-process)"
+    )
+    under_gunicorn_ids = bare - per_request[without_ids.name]
+    under_gunicorn_metrics = per_request[apps[-1].name] - bare
+    print(
+        f"  under gunicorn, from the figures above: request ids {under_gunicorn_ids:6.0f},"
+        f" every metric {under_gunicorn_metrics:6.0f} (gunicorn's own loop makes these vary"
+        " by some 10,000 from run to run)"
+    )
+
+
+def inprocess_instructions(service, which, fewer, more):
+    """Instructions per request of inprocess.py's `which` app: the difference between
+    serving `more` and `fewer` requests, with a fixed hash seed."""
+    counts = []
+    with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as directory:
+        for requests in (fewer, more):
+            output = Path(directory) / f"callgrind.{requests}"
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={output}",
+                    service.python,
+                    Path(__file__).with_name("inprocess.py"),
+                    package_of(service),
+                    which,
+                    str(requests),
+                ],
+                cwd=service.directory,
+                env={**os.environ, "PYTHONPATH": str(service.directory), "PYTHONHASHSEED": "0"},
+                capture_output=True,
+                check=True,
+            )
+            counts.append(int(re.search(r"^summary: (\d+)", output.read_text(), re.M).group(1)))
+    return (counts[1] - counts[0]) / (more - fewer)
 
 
 def scrape_cost(apps, recycles, scrapes):

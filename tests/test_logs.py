@@ -3,8 +3,8 @@ line tied to the Cloud Foundry router's request id and the W3C trace id, whateve
 client sends in those headers."""
 
 import json
+import re
 import socket
-import uuid
 
 import pytest
 
@@ -86,7 +86,7 @@ def test_hostile_ids_are_answered_and_never_logged_as_sent(project, project_pyth
     for (header, value), (status_line, headers) in zip(HOSTILE, answers, strict=True):
         assert status_line.split()[1] in ("200", "400"), (header, value, status_line)
         if status_line.split()[1] == "200":
-            assert str(uuid.UUID(headers["X-Request-Id"])) == headers["X-Request-Id"]
+            assert re.fullmatch("[0-9a-f]{32}", headers["X-Request-Id"]), headers
         assert value not in log_bytes
     # Every line is one JSON object: nothing the client sent broke a line.
     entries = [json.loads(line) for line in log.splitlines()]

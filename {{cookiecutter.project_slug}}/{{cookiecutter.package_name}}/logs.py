@@ -1,8 +1,9 @@
 """Logs: one JSON object per line, tied to the Cloud Foundry router's request ids.
 
 `init_app(app)` gives every request an id: the router's `X-Vcap-Request-Id` when it is a
-plain token, else a new one; and a trace id from a W3C `traceparent` header, when it is
-well formed. The response carries the id back as `X-Request-Id`. gunicorn.conf.py hands
+plain token, else a new one, 16 random bytes in hex; and a trace id from a W3C
+`traceparent` header, when it is well formed. The response carries the id back as
+`X-Request-Id`. gunicorn.conf.py hands
 `logging_config()` to gunicorn, so that its access log, its own messages and the app's
 logging all go out through `JsonFormatter` (or, with LOG_FORMAT=text, plain lines).
 """
@@ -22,11 +23,8 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 REQUEST_ID_KEY = "service.request_id"
 TRACE_ID_KEY = "service.trace_id"
-ROUTE_KEY = "service.route"
+RULE_KEY = "service.url_rule"
 REQUEST_KEYS = (REQUEST_ID_KEY, TRACE_ID_KEY)
-# A version 4 UUID's fourth group starts with a hex digit whose top two bits are RFC
-# 4122's variant, 10, and whose other two are random.
-VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def init_app(app):
@@ -34,37 +32,28 @@ def init_app(app):
 
 
 def _with_request_ids(wsgi_app):
+    # Every request pays for this, so it is kept to the least: what it can leave to the
+    # access log line, it does.
     def wsgi_app_with_request_ids(environ, start_response):
-        request_id = request_id_from(environ.get("HTTP_X_VCAP_REQUEST_ID"))
+        request_id = environ.get("HTTP_X_VCAP_REQUEST_ID")
+        if not (request_id and REQUEST_ID_PATTERN.fullmatch(request_id)):
+            # As random as a version 4 UUID (128 bits to its 122), for a fifth of the
+            # instructions uuid.uuid4() takes to check and convert them.
+            request_id = os.urandom(16).hex()
         environ[REQUEST_ID_KEY] = request_id
-        environ[TRACE_ID_KEY] = trace_id_from(environ.get("HTTP_TRACEPARENT"))
+        if "HTTP_TRACEPARENT" in environ:
+            environ[TRACE_ID_KEY] = trace_id_from(environ["HTTP_TRACEPARENT"])
 
         def start_response_with_request_id(status, headers, exc_info=None):
-            # Flask has matched the route by the time it starts the response.
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            environ[ROUTE_KEY] = rule.rule if rule else None
+            # Flask has matched the route by the time it starts the response, and forgets
+            # its request once it has answered, before gunicorn logs it.
+            environ[RULE_KEY] = getattr(environ.get("werkzeug.request"), "url_rule", None)
             headers.append(("X-Request-Id", request_id))
             return start_response(status, headers, exc_info)
 
         return wsgi_app(environ, start_response_with_request_id)
 
     return wsgi_app_with_request_ids
-
-
-def request_id_from(header):
-    """The router's request id if it is a plain token, else a new one."""
-    if header and REQUEST_ID_PATTERN.fullmatch(header):
-        return header
-    return new_request_id()
-
-
-def new_request_id():
-    """A random (version 4) UUID, as str(uuid.uuid4()) would make from the same 16 bytes
-    of os.urandom, in a third of its instructions: uuid.UUID checks and converts what
-    this only formats."""
-    hexed = os.urandom(16).hex()
-    variant = VARIANT_DIGIT[hexed[16]]
-    return f"{hexed[:8]}-{hexed[8:12]}-4{hexed[13:16]}-{variant}{hexed[17:20]}-{hexed[20:]}"
 
 
 def trace_id_from(header):
@@ -105,12 +94,18 @@ def _access_fields(atoms):
     return {
         "message": f"{method} {path} {status}",
         "method": method,
-        "route": atoms[_environ_atom(ROUTE_KEY)],
+        "route": _route(atoms.get(_environ_atom(RULE_KEY))),
         "path": path,
         "status": int(status) if str(status).isdigit() else status,
         "duration_seconds": atoms["D"] / 1_000_000,
         **_request_fields({key: atoms[_environ_atom(key)] for key in REQUEST_KEYS}),
     }
+
+
+def _route(rule):
+    """The template of the route Flask matched; None when none did (or gunicorn's "-"
+    when the request never reached Flask)."""
+    return getattr(rule, "rule", None)
 
 
 def _environ_atom(key):
