@@ -65,14 +65,6 @@ def directory(tmp_path, monkeypatch):
     return tmp_path
 
 
-class Families:
-    def __init__(self, metrics):
-        self._metrics = metrics
-
-    def collect(self):
-        return self._metrics
-
-
 def listing(directory):
     return [
         path
@@ -105,9 +97,9 @@ def assert_same(directory, collector, context):
     assert summary(actual[:-1]) == summary(expected), context
     for accept in ACCEPT:
         encode, _ = choose_encoder(accept)
-        assert collector.exposition(encode) == encode(Families([*expected, actual[-1]])), (
-            f"{context}, Accept: {accept!r}"
-        )
+        assert collector.exposition(encode) == encode(
+            metric_files.Families([*expected, actual[-1]])
+        ), f"{context}, Accept: {accept!r}"
 
 
 def define():
@@ -380,7 +372,7 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
     expected, _ = _merge_readable(listing(directory))
     assert summary(collector.collect()[:-1]) == summary(expected)
     actual = collector.exposition(generate_latest)
-    assert actual == generate_latest(Families([*expected, collector.collect()[-1]]))
+    assert actual == generate_latest(metric_files.Families([*expected, collector.collect()[-1]]))
 
 
 @pytest.mark.parametrize(
