@@ -29,20 +29,33 @@ def project(cookies):
     return bake(cookies)
 
 
-def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, project_python, tmp_path):
-    environ = {"GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS), "METRICS_BASIC_AUTH_TOKEN": TOKEN}
+# gthread workers: a worker's threads scrape at once, through one reader of the files.
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["sync", "gthread"])
+def test_totals_exact_and_monotonic_across_recycling_and_sigkill(
+    project, project_python, tmp_path, threads
+):
+    environ = {
+        "GUNICORN_MAX_REQUESTS": str(MAX_REQUESTS),
+        "GUNICORN_THREADS": threads,
+        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+    }
     with serve(project, project_python, tmp_path, workers=2, **environ) as service:
         # The readiness probes before the load are requests too.
         baseline = total(
             service.request("/metrics", headers=AUTH).body.decode(), "http_server_requests_total"
         )
-        scraper = Scraper(service, "/metrics", "http_server_requests_total", headers=AUTH)
-        scraper.start()
+        scrapers = [
+            Scraper(service, "/metrics", "http_server_requests_total", headers=AUTH)
+            for _ in range(2)
+        ]
+        for scraper in scrapers:
+            scraper.start()
         first = drive(service.url, ["/", "/_status", "/no/such/page"], REQUESTS_PER_PHASE // 4)
         victim = kill_a_worker(service)
         service.wait_for_replacement(victim, workers=2)
         second = drive(service.url, ["/", "/_status"], REQUESTS_PER_PHASE // 4)
-        scraper.stop()
+        for scraper in scrapers:
+            scraper.stop()
 
         final = service.request("/metrics", headers=AUTH)
         directory = service.tmpdir / "prometheus-multiproc"
@@ -55,11 +68,12 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(project, projec
     served = baseline + completed
     assert total(final.body.decode(), "http_server_requests_total") == served
     assert total(final.body.decode(), "http_server_request_duration_seconds_count") == served
-    assert scraper.failures == []
-    # At most the one scrape that the SIGKILLed worker was serving loses its connection.
-    assert scraper.dropped <= 1
-    assert len(scraper.totals) > 10
-    assert all(b >= a for a, b in zip(scraper.totals, scraper.totals[1:], strict=False))
+    for scraper in scrapers:
+        assert scraper.failures == []
+        # At most the one scrape that the SIGKILLed worker was serving loses its connection.
+        assert scraper.dropped <= 1
+        assert len(scraper.totals) > 10
+        assert all(b >= a for a, b in zip(scraper.totals, scraper.totals[1:], strict=False))
     # Recycling happened many times, yet files track live workers only.
     assert booted >= 2 + completed // (2 * MAX_REQUESTS)
     assert len(db_files) <= 2 * FILES_PER_WORKER + AGGREGATE_FILES, db_files
