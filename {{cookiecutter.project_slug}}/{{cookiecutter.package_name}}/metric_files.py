@@ -118,7 +118,6 @@ class _File:
         "identity",
         "ids",
         "kind",
-        "read_length",
         "serial",
         "used",
         "words",
@@ -130,8 +129,7 @@ class _File:
         self.serial = next(self._serials)  # a new one for every change of its keys
         self.kind = kind  # (type, gauge mode, pid) as prometheus_client reads the name
         self.used = 0  # what the header said when the keys were last parsed
-        self.end = _HEADER_BYTES  # where parsing stops and goes on
-        self.read_length = 0  # bytes a read of the file needs, values included
+        self.end = _HEADER_BYTES  # where parsing stops and goes on: the bytes a read needs
         self.ids = array("l")  # per value: its key's number in Reader._keys
         self.words = array("l")  # per value: where it lives, in doubles from the start
         self.identity = None  # the file's device and inode when its keys were checked
@@ -150,7 +148,7 @@ class Reader:
         self._checked = {}  # file type -> numbers of the keys that files of it may hold
         self._families = set()  # (name, help, file type) prometheus_client accepts
         self._plan = None
-        self._renderings = {}  # encoder -> _Rendering of the current plan
+        self._renderings = {}  # encoder -> its _Rendering, kept across plans
 
     @classmethod
     def for_installed_version(cls):
@@ -210,7 +208,7 @@ class Reader:
         state = self._files.get(name)
         if state is None:
             state = _File(_kind(name))
-        data = _read(path, max(_FIRST_READ, state.read_length))
+        data = _read(path, max(_FIRST_READ, state.end))
         used = _INTEGER.unpack_from(data, _WORD)[0]
         if used > len(data) - _WORD:  # more than the first read took: read it all
             data = _read(path, used)
@@ -220,7 +218,7 @@ class Reader:
             identity != state.identity
             or generation != state.generation
             or used < state.used
-            or length < state.read_length
+            or length < state.end
         ):
             # Maybe not the file parsed before: parsed again, and kept as it was if its
             # keys are where they were (their text, hence their length, and place).
@@ -267,7 +265,6 @@ class Reader:
             pos += _VALUE_BYTES
         grown.end = pos
         grown.used = used
-        grown.read_length = max(_HEADER_BYTES, pos)
         return grown
 
     def _check_family(self, info, typ):
@@ -295,9 +292,9 @@ class Reader:
         self._checked = {}
         self._shared = {}  # filled again by the keys parsed from now on
 
-    def rendering(self, plan, encode):
-        """The cached rendering of `plan` for `encode`, or None for an encoder that is
-        not one of prometheus_client's."""
+    def rendering(self, encode):
+        """The cached rendering for `encode`, or None for an encoder that is not one of
+        prometheus_client's."""
         key = _encoder_key(encode)
         if key is None:
             return None
@@ -631,7 +628,7 @@ class Scrape:
     def exposition(self, encode, extra):
         """What `encode(collector)` would return for a collector yielding these families
         and then `extra`; None when `encode` is not one of prometheus_client's encoders."""
-        rendering = self._reader.rendering(self._plan, encode)
+        rendering = self._reader.rendering(encode)
         if rendering is None:
             return None
         return rendering.render(self, self._plan, extra)
