@@ -13,6 +13,8 @@ from {{ cookiecutter.package_name }} import (
 from {{ cookiecutter.package_name }}.logs import (
     JsonFormatter,
     logging_config,
+)
+from {{ cookiecutter.package_name }}.middleware import (
     trace_id_from,
 )
 

@@ -18,10 +18,10 @@ def create_app(config=None):
     if config is not None:
         app.config.from_mapping(config)
 
-    from . import logs, metrics, views
+    from . import metrics, middleware, views
 
-    metrics.init_app(app)  # first, so that request timings cover everything after it
-    logs.init_app(app)
+    metrics.init_app(app)
+    middleware.init_app(app)
     app.register_blueprint(views.bp)
     metrics.check_no_route_shares_the_path(app)  # last, once every route is registered
     return app

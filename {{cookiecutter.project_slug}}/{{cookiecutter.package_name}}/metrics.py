@@ -1,9 +1,9 @@
 """Prometheus metrics: every metric the service exports is declared at the top of this file.
 
-`init_app(app)` times each request and serves the metrics endpoint. Under gunicorn,
-PROMETHEUS_MULTIPROC_DIR makes prometheus_client keep values in files that all workers
-share (see multiprocess.py); without it, as under `flask run` or the test client, values
-live in this process and the endpoint serves prometheus_client's default registry.
+`init_app(app)` serves the metrics endpoint; middleware.py times each request. Under
+gunicorn, PROMETHEUS_MULTIPROC_DIR makes prometheus_client keep values in files that all
+workers share (see multiprocess.py); without it, as under `flask run` or the test client,
+values live in this process and the endpoint serves prometheus_client's default registry.
 
 To add a metric of your own, declare it here and use it in a view (README.md, Metrics):
 
@@ -139,14 +139,11 @@ def _request_children(method, path, code):
 
 
 def init_app(app):
-    """Time every request but the scrapes, and serve the metrics endpoint to those
-    metrics_auth lets in.
+    """Serve the metrics endpoint to those metrics_auth lets in, and count exceptions.
 
-    The timing wraps the whole WSGI app, so it covers everything Flask does for a
-    request, at the cost of a function call rather than three request hooks.
-    Scrapes are not counted: Prometheus records its own scrape duration and success
-    (`scrape_duration_seconds`, `up`), and counting them would add a request every
-    scrape interval to the service's traffic and skew its latency.
+    middleware.py times and counts each request, wrapping the whole WSGI app so that the
+    timing covers everything Flask does for it, at the cost of a function call rather
+    than three request hooks.
     """
     metrics_path = app.config["METRICS_PATH"]
     registry = _registry()
@@ -156,7 +153,6 @@ def init_app(app):
     for reason in REASONS:
         SCRAPES_REFUSED.labels(reason)  # every reason from 0, so that rates start at once
     got_request_exception.connect(_count_exception, app)
-    app.wsgi_app = _timed(app.wsgi_app, metrics_path)
 
     @app.get(metrics_path, endpoint="metrics")
     def metrics():
@@ -190,37 +186,9 @@ def check_no_route_shares_the_path(app):
     )
 
 
-def _timed(wsgi_app, metrics_path):
-    def timed_wsgi_app(environ, start_response):
-        if environ.get("PATH_INFO") == metrics_path:
-            return wsgi_app(environ, start_response)
-        start = time.perf_counter()
-        # Unless the app starts a response, an exception escaped Flask's handlers (as in
-        # testing mode): the request is counted as a 500, its route unknown.
-        status = "500"
-        rule = None
-
-        def start_response_noting_status(status_line, headers, exc_info=None):
-            nonlocal status, rule
-            status = status_line[:3]
-            # Flask starts the response before it drops the request: the rule it matched.
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            return start_response(status_line, headers, exc_info)
-
-        IN_PROGRESS.inc()
-        try:
-            return wsgi_app(environ, start_response_noting_status)
-        finally:
-            IN_PROGRESS.dec()
-            # A scrape spelt otherwise (//metrics) reaches the metrics view too: Flask's
-            # match, not the raw path, says it was one.
-            if rule is None or rule.endpoint != "metrics":
-                _count_request(environ["REQUEST_METHOD"], rule, status, start)
-
-    return timed_wsgi_app
-
-
-def _count_request(method, rule, status, start):
+def count_request(method, rule, status, start):
+    """Count a request (middleware.py calls this as it finishes), by the rule Flask
+    matched, if any, and the status it answered with; `start` is its perf_counter()."""
     duration, count = _request_children(
         method if method in STANDARD_METHODS else OTHER_METHOD,
         UNMATCHED_PATH if rule is None else rule.rule,

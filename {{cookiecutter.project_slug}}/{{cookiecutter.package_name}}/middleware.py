@@ -1,0 +1,86 @@
+"""The WSGI middleware every request passes through: it gives the request its ids, and
+times and counts it.
+
+It is one function rather than one per concern because a layer of middleware costs each
+request a call and a closure, more on their own than its request id does.
+
+A request's id is the Cloud Foundry router's `X-Vcap-Request-Id` when it is a plain
+token, else a new one, 16 random bytes in hex; its trace id comes from a W3C
+`traceparent` header, when it is well formed. Both go into the WSGI environ, where
+logs.py finds them for every log line, and the response carries the id back as
+`X-Request-Id`.
+
+Scrapes are not counted: Prometheus records its own scrape duration and success
+(`scrape_duration_seconds`, `up`), and counting them would add a request every scrape
+interval to the service's traffic and skew its latency.
+"""
+
+import os
+import re
+import time
+
+from .logs import REQUEST_ID_KEY, RULE_KEY, TRACE_ID_KEY
+from .metrics import IN_PROGRESS, count_request
+
+# What a request id from a client may look like: the router's is a UUID, and anything
+# else (too long, non-ASCII, control characters) is replaced rather than logged.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex.
+TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def init_app(app):
+    """Wrap the whole WSGI app, so that the timing covers everything Flask does for a
+    request."""
+    app.wsgi_app = _observed(app.wsgi_app, app.config["METRICS_PATH"])
+
+
+def _observed(wsgi_app, metrics_path):
+    def observed_wsgi_app(environ, start_response):
+        request_id = environ.get("HTTP_X_VCAP_REQUEST_ID")
+        if not (request_id and REQUEST_ID_PATTERN.fullmatch(request_id)):
+            # As random as a version 4 UUID (128 bits to its 122), for a fifth of the
+            # instructions uuid.uuid4() takes to check and convert them.
+            request_id = os.urandom(16).hex()
+        environ[REQUEST_ID_KEY] = request_id
+        if "HTTP_TRACEPARENT" in environ:
+            environ[TRACE_ID_KEY] = trace_id_from(environ["HTTP_TRACEPARENT"])
+        # Unless the app starts a response, an exception escaped Flask's handlers (as in
+        # testing mode): the request is counted as a 500, its route unknown.
+        status = "500"
+        rule = None
+
+        def start_response_noting_status(status_line, headers, exc_info=None):
+            nonlocal status, rule
+            status = status_line[:3]
+            # Flask has matched the route by the time it starts the response, and forgets
+            # its request once it has answered, before gunicorn logs it: the rule is kept
+            # for the access log.
+            rule = environ[RULE_KEY] = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            headers.append(("X-Request-Id", request_id))
+            return start_response(status_line, headers, exc_info)
+
+        if environ.get("PATH_INFO") == metrics_path:
+            return wsgi_app(environ, start_response_noting_status)
+        start = time.perf_counter()
+        IN_PROGRESS.inc()
+        try:
+            return wsgi_app(environ, start_response_noting_status)
+        finally:
+            IN_PROGRESS.dec()
+            # A scrape spelt otherwise (//metrics) reaches the metrics view too: Flask's
+            # match, not the raw path, says it was one.
+            if rule is None or rule.endpoint != "metrics":
+                count_request(environ["REQUEST_METHOD"], rule, status, start)
+
+    return observed_wsgi_app
+
+
+def trace_id_from(header):
+    """The trace id of a well-formed W3C traceparent header; None for any other."""
+    if not header:
+        return None
+    match = TRACEPARENT_PATTERN.fullmatch(header.strip())
+    if match is None or match[1] == "0" * 32 or match[2] == "0" * 16:
+        return None
+    return match[1]
