@@ -3,7 +3,8 @@
 Four apps serve the baked service's own views and settings at / under the same
 gunicorn settings (2 workers, loopback, no access log), and differ only in metrics: none
 (the baseline, "bare"), prometheus-flask-exporter's GunicornInternalPrometheusMetrics,
-GOV.UK's gds-metrics, and the metrics this template bakes, all of them on. wrk loads
+GOV.UK's gds-metrics, and the service this template bakes, all its metrics on (and its
+request ids, which the bench counts apart too). wrk loads
 each in interleaved rounds, sync and gthread workers; the medians of requests per
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
@@ -20,6 +21,7 @@ Run from the template's root:  make bench   (needs wrk and valgrind: apt-get ins
 """
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import re
@@ -32,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 import venv
 from pathlib import Path
 
@@ -51,17 +54,16 @@ SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
 PARTS = ("throughput", "instructions", "scrape", "scale", "discovery")
-# The baked service's views, settings and request ids, without its metrics; {package} is
-# filled in.
+# The baked service's views and settings, without its middleware (request ids and
+# timing) or metrics endpoint; {package} is filled in.
 BARE_APP = """
 from flask import Flask
 
-from {package} import logs, views
+from {package} import views
 from {package}.config import settings_from_environ
 
 app = Flask("{package}")
 app.config.from_mapping(settings_from_environ())
-logs.init_app(app)
 app.register_blueprint(views.bp)
 """
 
@@ -311,12 +313,12 @@ def worker_instructions(app, requests, output):
     return int(re.search(r"^summary: (\d+)", summary, re.MULTILINE).group(1))
 
 
-def instructions(apps, without_ids, fewer, more):
+def instructions(apps, fewer, more):
     print("\nInstructions per request of / in a sync gunicorn worker (callgrind; the")
     print(f"difference between serving {more} and {fewer} requests, so start-up cancels out)")
     per_request = {}
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as directory:
-        for app in [*apps, without_ids]:
+        for app in apps:
             counts = []
             for requests in (fewer, more):
                 run_directory = Path(directory) / f"{app.name}-{requests}"
@@ -327,51 +329,88 @@ def instructions(apps, without_ids, fewer, more):
     for app in apps:
         count = per_request[app.name]
         print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
-    inprocess = {
-        name: inprocess_instructions(apps[-1], name, fewer * 10, more * 10)
-        for name in ("no-ids", "bare", "service")
-    }
-    # Request ids: the bare app's cost over the same app without them; metrics: the baked
-    # service's over the bare app's (both give requests ids).
+    inprocess_instructions(apps[-1], fewer * 10, more * 10)
+
+
+# inprocess.py's apps, and what each is.
+INPROCESS_APPS = {
+    "bare": "bare (the service's views alone)",
+    "no-ids": "baked service without its request id statements",
+    "service": "baked service",
+}
+# How many memory layouts the in-process counts are taken in.
+LAYOUTS = 5
+
+
+def inprocess_instructions(service, fewer, more):
+    """Request ids' cost beside the metrics', from inprocess.py's apps called with no
+    server. CPython finds a type's attributes through a cache indexed by address, so the
+    layout of memory alone moves a count by a few thousand instructions: the apps are
+    compared within each of several layouts, and the median of those differences kept."""
     print(
-        "  in-process, the app called with no server (its own callgrind runs, of"
-        f" {fewer * 10} and {more * 10} requests):"
+        f"  in-process, the app called with no server (callgrind, {more} against {fewer}"
+        f" requests, hash seed fixed; medians over {LAYOUTS} memory layouts, their range"
+        " in brackets):"
     )
-    for name, count in inprocess.items():
-        print(f"    {name:<24} {count:9.0f} instructions")
-    ids = inprocess["bare"] - inprocess["no-ids"]
-    metrics = inprocess["service"] - inprocess["bare"]
-    print(
-        f"  request ids cost {ids:6.0f} instructions a request, every metric {metrics:6.0f}:"
-        f" {ids / metrics:5.3f} of the metrics' cost (in-process)"
-    )
-    under_gunicorn_ids = bare - per_request[without_ids.name]
-    under_gunicorn_metrics = per_request[apps[-1].name] - bare
-    print(
-        f"  under gunicorn, from the figures above: request ids {under_gunicorn_ids:6.0f},"
-        f" every metric {under_gunicorn_metrics:6.0f} (gunicorn's own loop makes these vary"
-        " by some 10,000 from run to run)"
+    router_id = str(uuid.uuid4())  # a plain token, as the Cloud Foundry router's ids are
+    runs = [
+        (which, header, layout)
+        for layout in range(LAYOUTS)
+        for header in (None, router_id)
+        for which in INPROCESS_APPS
+        if header is None or which != "bare"
+    ]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        counts = dict(
+            zip(
+                runs,
+                pool.map(lambda run: inprocess_count(service, *run, fewer, more), runs),
+                strict=True,
+            )
+        )
+    for header in (None, router_id):
+        for which, what in INPROCESS_APPS.items():
+            if header is None or which != "bare":
+                label = what + (", router's id" if header else "")
+                print("    " + spread(label, [counts[which, header, n] for n in range(LAYOUTS)]))
+    metrics = [counts["no-ids", None, n] - counts["bare", None, n] for n in range(LAYOUTS)]
+    print("  " + spread("every metric (without request ids minus bare)", metrics))
+    for header, what in ((None, "a new id"), (router_id, "the router's id")):
+        ids = [counts["service", header, n] - counts["no-ids", header, n] for n in range(LAYOUTS)]
+        print(
+            "  "
+            + spread(f"request ids, {what} (service minus without)", ids)
+            + f"   {statistics.median(ids) / statistics.median(metrics):5.3f} of the metrics' cost"
+        )
+
+
+def spread(label, counts):
+    """A label, the median of counts, and their range."""
+    return (
+        f"{label:<66} {statistics.median(counts):9.0f}   [{min(counts):.0f} to {max(counts):.0f}]"
     )
 
 
-def inprocess_instructions(service, which, fewer, more):
-    """Instructions per request of inprocess.py's `which` app: the difference between
-    serving `more` and `fewer` requests, with a fixed hash seed."""
+def inprocess_count(service, which, router_id, layout, fewer, more):
+    """Instructions per request of inprocess.py's `which` app in one memory layout: the
+    difference between serving `more` and `fewer` requests."""
     counts = []
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as directory:
         for requests in (fewer, more):
             output = Path(directory) / f"callgrind.{requests}"
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={output}",
+                service.python,
+                Path(__file__).with_name("inprocess.py"),
+                package_of(service),
+                which,
+                str(requests),
+                str(layout),
+            ]
             subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={output}",
-                    service.python,
-                    Path(__file__).with_name("inprocess.py"),
-                    package_of(service),
-                    which,
-                    str(requests),
-                ],
+                command + ([router_id] if router_id else []),
                 cwd=service.directory,
                 env={**os.environ, "PYTHONPATH": str(service.directory), "PYTHONHASHSEED": "0"},
                 capture_output=True,
@@ -535,13 +574,6 @@ def wrk_latencies(port, seconds):
     }
 
 
-def without_ids(bare):
-    """The bare app without request ids, beside it in the baked project."""
-    module = bare.directory / "no_ids_app.py"
-    module.write_text(BARE_APP.replace("logs.init_app(app)\n", "").format(package=package_of(bare)))
-    return App("bare, no request ids", bare.directory, BARE_CONF, "no_ids_app:app", bare.python)
-
-
 def build(workdir):
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
     environment = workdir / "venv"
@@ -649,7 +681,7 @@ def main():
         if "throughput" in args.parts:
             throughput(apps, args.rounds, args.seconds, args.connections)
         if "instructions" in args.parts and shutil.which("valgrind"):
-            instructions(apps, without_ids(apps[0]), *args.instructions)
+            instructions(apps, *args.instructions)
         elif "instructions" in args.parts:
             print("\nInstructions per request: not measured, valgrind is not installed")
         if "scrape" in args.parts:
