@@ -31,7 +31,13 @@ def main():
     layout = int(sys.argv[4])
     router_id = sys.argv[5] if len(sys.argv) > 5 else None
     taken = [bytearray(8 * (n % 61)) for n in range(layout * 40)]  # before any import
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-inprocess-")
+    with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        serve(package, which, requests, router_id)
+    del taken
+
+
+def serve(package, which, requests, router_id):
     from prometheus_client import values
 
     values.ValueClass = values.MultiProcessValue()  # as in a gunicorn worker
@@ -59,7 +65,6 @@ def main():
     status, headers = answered
     if status != "200 OK" or ("X-Request-Id" in dict(headers)) != (which == "service"):
         raise SystemExit(f"{which}: unexpected answer {answered}")
-    del taken
 
 
 def build(package, which):
