@@ -1,11 +1,11 @@
 """Throughput and scrape cost of a baked service, as ratios measured in one run.
 
 Four apps serve the baked service's own views and settings at / under the same
-gunicorn settings (2 workers, loopback, no access log), and differ only in metrics: none
-(the baseline, "bare"), prometheus-flask-exporter's GunicornInternalPrometheusMetrics,
-GOV.UK's gds-metrics, and the service this template bakes, all its metrics on (and its
-request ids, which the bench counts apart too). wrk loads
-each in interleaved rounds, sync and gthread workers; the medians of requests per
+gunicorn settings (2 workers, loopback, no access log), and differ in what they add to
+them: nothing (the baseline, "bare"), prometheus-flask-exporter's
+GunicornInternalPrometheusMetrics, GOV.UK's gds-metrics, or the service this template
+bakes, with all its metrics and its request ids (whose own cost is counted apart). wrk
+loads each in interleaved rounds, sync and gthread workers; the medians of requests per
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind; the cost of a

@@ -8,7 +8,7 @@ import yaml
 
 from .conftest import bake, run
 
-# Keys that metrics.py and logs.py read from each request's WSGI environ, not settings.
+# Keys that middleware.py reads from each request's WSGI environ, not settings.
 WSGI_ENVIRON_KEYS = {"PATH_INFO", "REQUEST_METHOD", "HTTP_X_VCAP_REQUEST_ID", "HTTP_TRACEPARENT"}
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 # os.environ.get("X"), os.environ["X"], config.py's helpers: _text(environ, "X"), and

@@ -1,8 +1,8 @@
 """The WSGI middleware every request passes through: it gives the request its ids, and
 times and counts it.
 
-It is one function rather than one per concern because a layer of middleware costs each
-request a call and a closure, more on their own than its request id does.
+It is one function rather than one per concern: each layer of middleware would cost every
+request a call, a closure and a start_response wrapper of its own.
 
 A request's id is the Cloud Foundry router's `X-Vcap-Request-Id` when it is a plain
 token, else a new one, 16 random bytes in hex; its trace id comes from a W3C
