@@ -7,7 +7,7 @@ APP is `service` (create_app(), metrics in multiprocess mode as under gunicorn),
 `no-ids` (the same service with every statement of its middleware that makes, keeps or
 returns a request id removed) or `bare` (the service's views alone). With ROUTER_ID,
 each request carries it as the Cloud Foundry router's X-Vcap-Request-Id. LAYOUT, a
-number, sets how much memory is taken before anything is imported: each gives the
+number, sets how much memory is taken before the app is imported: each gives the
 objects other addresses, which is all that changes from one layout to another. Every
 run builds all three apps, so runs of one layout differ only in the requests they serve.
 """
@@ -30,7 +30,7 @@ def main():
     package, which, requests = sys.argv[1], sys.argv[2], int(sys.argv[3])
     layout = int(sys.argv[4])
     router_id = sys.argv[5] if len(sys.argv) > 5 else None
-    taken = [bytearray(8 * (n % 61)) for n in range(layout * 40)]  # before any import
+    taken = [bytearray(8 * (n % 61)) for n in range(layout * 40)]  # before the app's imports
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as directory:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         serve(package, which, requests, router_id)
