@@ -309,8 +309,12 @@ def worker_instructions(app, requests, output):
         [worker] = app.worker_pids()
     finally:
         app.stop()
-    summary = (output / f"callgrind.{worker}").read_text()
-    return int(re.search(r"^summary: (\d+)", summary, re.MULTILINE).group(1))
+    return callgrind_total(output / f"callgrind.{worker}")
+
+
+def callgrind_total(path):
+    """The instructions a callgrind output file counts in all."""
+    return int(re.search(r"^summary: (\d+)", path.read_text(), re.MULTILINE).group(1))
 
 
 def instructions(apps, fewer, more):
@@ -368,11 +372,9 @@ def inprocess_instructions(service, fewer, more):
                 strict=True,
             )
         )
-    for header in (None, router_id):
-        for which, what in INPROCESS_APPS.items():
-            if header is None or which != "bare":
-                label = what + (", router's id" if header else "")
-                print("    " + spread(label, [counts[which, header, n] for n in range(LAYOUTS)]))
+    for which, header in dict.fromkeys(run[:2] for run in runs):  # in order, once each
+        label = INPROCESS_APPS[which] + (", router's id" if header else "")
+        print("    " + spread(label, [counts[which, header, n] for n in range(LAYOUTS)]))
     metrics = [counts["no-ids", None, n] - counts["bare", None, n] for n in range(LAYOUTS)]
     print("  " + spread("every metric (without request ids minus bare)", metrics))
     for header, what in ((None, "a new id"), (router_id, "the router's id")):
@@ -416,7 +418,7 @@ def inprocess_count(service, which, router_id, layout, fewer, more):
                 capture_output=True,
                 check=True,
             )
-            counts.append(int(re.search(r"^summary: (\d+)", output.read_text(), re.M).group(1)))
+            counts.append(callgrind_total(output))
     return (counts[1] - counts[0]) / (more - fewer)
 
 
