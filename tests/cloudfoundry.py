@@ -6,21 +6,32 @@ at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java
 
 - `GET /`: the global root document, `links.uaa.href` and `links.login.href` (root).
 - `POST /oauth/token`: UAA's client credentials grant, the client's id and secret in HTTP
-  basic auth; `{"access_token", "token_type": "bearer", "expires_in"}`, or 401
+  basic auth; or its password grant, with the cf CLI's client `cf:` and a user's name and
+  password; `{"access_token", "token_type": "bearer", "expires_in"}`, or 401
   `{"error": "invalid_client"}` for a wrong secret.
 - `GET /v3/apps`: `label_selector` (`key=value` requirements), `include=space.organization`
   with `included.spaces` and `included.organizations`, pagination with
   `pagination.next.href` repeating the filters (resources/apps/_list.md.erb).
 - `GET /v3/processes`: `app_guids` and `types` filters; a rolling deploy lists two `web`
   processes for one app (app/actions/deployment_create.rb, clone_existing_web_process).
-- `GET /v3/routes`: `app_guids` filter; `url` is host.domain and path, without a scheme;
-  destinations name the app and its process type.
+- `GET /v3/routes`: `app_guids` filter, `include=domain`; `url` is host.domain and path
+  (http) or domain:port (tcp), without a scheme; `host` may be `*` (a wildcard);
+  destinations name the app and its process type (resources/routes/_object.md.erb,
+  _destination_object.md.erb); a domain is `internal` or not, and shared or owned by an
+  organisation (`relationships.organization.data`, resources/domains/_object.md.erb).
 - 401 `CF-InvalidAuthToken` for an unknown or expired token (concepts/_errors.md.erb).
+- 429 from the rate limiter: `Retry-After` seconds, `X-RateLimit-Reset` in Unix seconds,
+  and `{"errors": [{"code": 10013, "title": "CF-RateLimitExceeded", ...}]}`
+  (cloud_controller_ng middleware/rate_limiter.rb, errors/v2.yml; docs.cloudfoundry.org,
+  running/rate-limit-cloud-controller-api.html).
+- `external_url`: the name the API gives itself in its root document and its links (an
+  API reached through an alias), when the tests set one.
 
 Pages hold at most `page_size` resources whatever `per_page` asks, so that a small fleet
 spans pages. Faults of the API (not of UAA) are switched on with `fail_with`: "500",
 "hang", "bad_json", "bad_shape" (a process without its fields), "redirect" (elsewhere,
-where the token must not go); tokens can be revoked after a number of API requests.
+where the token must not go), "429" (`rate_limit_retry_after` seconds); tokens can be
+revoked after a number of API requests, and each request's time is kept.
 """
 
 import base64
@@ -55,8 +66,12 @@ class CloudFoundry:
         self.requests = []
         self.fault = None
         self.revoke_tokens_after = None
+        self.rate_limit_retry_after = 5
+        self.users = {}  # a technical user's name: password, for the password grant
         self.authorized = 0
         self.url = None
+        self.external_url = None
+        self.request_times = []
         self._lock = threading.Lock()
 
     # The platform's state, as cf push, cf scale and cf set-label would leave it.
@@ -104,14 +119,25 @@ class CloudFoundry:
             if process["relationships"]["app"]["data"]["guid"] == app:
                 process["instances"] = instances
 
-    def map_route(self, app, url, path="", internal=False):
+    def map_route(
+        self, app, url, path="", internal=False, protocol="http", owner=None, process="web"
+    ):
+        """A route host.domain[path] to the app's `process`; for tcp, `url` is the domain
+        and a port; `owner`, an organisation's GUID, makes the domain private to it."""
         guid = str(uuid.uuid4())
         host, _, domain = url.partition(".")
+        if protocol == "tcp":
+            host, domain = "", url.partition(":")[0]
         if domain not in self.domains:
-            self.domains[domain] = {"guid": str(uuid.uuid4()), "name": domain, "internal": internal}
+            self.domains[domain] = {
+                "guid": str(uuid.uuid4()),
+                "name": domain,
+                "internal": internal,
+                "relationships": {"organization": {"data": owner and {"guid": owner}}},
+            }
         self.routes[guid] = {
             "guid": guid,
-            "protocol": "http",
+            "protocol": protocol,
             "host": host,
             "path": path,
             "url": url + path,
@@ -119,7 +145,7 @@ class CloudFoundry:
             "destinations": [
                 {
                     "guid": str(uuid.uuid4()),
-                    "app": {"guid": app, "process": {"type": "web"}},
+                    "app": {"guid": app, "process": {"type": process}},
                     "weight": None,
                     "port": 8080,
                     "protocol": "http1",
@@ -159,7 +185,22 @@ class CloudFoundry:
         query = urllib.parse.parse_qs(parts.query)
         with self._lock:
             self.requests.append((handler.command, handler.path))
+            self.request_times.append((time.monotonic(), parts.path))
         if parts.path.startswith("/v3/"):
+            if self.fault == "429":
+                wait = self.rate_limit_retry_after
+                error = {
+                    "code": 10013,
+                    "title": "CF-RateLimitExceeded",
+                    "detail": "Rate Limit Exceeded",
+                }
+                headers = {
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Limit": "2000",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(int(time.time()) + wait),
+                }
+                return 429, {"errors": [error]}, headers
             if self.fault == "hang":
                 time.sleep(30)
                 return 504, {"errors": []}
@@ -169,7 +210,7 @@ class CloudFoundry:
             if self.fault == "bad_json":
                 return 200, "<html>a proxy's error page</html>"
             if self.fault == "redirect":
-                return 302, {"Location": "http://127.0.0.2:9/elsewhere"}
+                return 302, {}, {"Location": "http://127.0.0.2:9/elsewhere"}
             if self.fault == "bad_shape" and parts.path == "/v3/processes":
                 return 200, self.list_page(parts.path, query, [{"guid": str(uuid.uuid4())}])
         if handler.command == "POST" and parts.path == "/oauth/token":
@@ -177,8 +218,8 @@ class CloudFoundry:
         if parts.path == "/":
             return 200, {
                 "links": {
-                    "self": {"href": self.url},
-                    "cloud_controller_v3": {"href": f"{self.url}/v3"},
+                    "self": {"href": self.named},
+                    "cloud_controller_v3": {"href": f"{self.named}/v3"},
                     "login": {"href": self.url},
                     "uaa": {"href": self.url},
                     "credhub": None,
@@ -208,13 +249,27 @@ class CloudFoundry:
             return 200, page
         return 404, {"errors": [{"code": 10000, "title": "CF-NotFound", "detail": "Unknown"}]}
 
+    @property
+    def named(self):
+        """The URL the API gives for itself."""
+        return self.external_url or self.url
+
     def token(self, handler):
         length = int(handler.headers.get("Content-Length") or 0)
         form = urllib.parse.parse_qs(handler.rfile.read(length).decode())
-        expected = f"{self.client_id}:{self.client_secret}".encode()
         given = handler.headers.get("Authorization", "").removeprefix("Basic ")
-        if form.get("grant_type") != ["client_credentials"] or base64.b64decode(given) != expected:
-            return 401, {"error": "invalid_client", "error_description": "Bad credentials"}
+        if form.get("grant_type") == ["password"]:
+            # The cf CLI's client, "cf" with an empty secret, and a user's password.
+            user = (form.get("username", [""])[0], form.get("password", [""])[0])
+            if base64.b64decode(given) != b"cf:" or self.users.get(user[0]) != user[1]:
+                return 401, {"error": "unauthorized", "error_description": "Bad credentials"}
+        else:
+            expected = f"{self.client_id}:{self.client_secret}".encode()
+            if (
+                form.get("grant_type") != ["client_credentials"]
+                or base64.b64decode(given) != expected
+            ):
+                return 401, {"error": "invalid_client", "error_description": "Bad credentials"}
         token = secrets.token_hex(16)
         self.tokens[token] = time.monotonic() + self.token_lifetime
         return 200, {
@@ -274,7 +329,8 @@ class CloudFoundry:
                 return None
             params = {key: values[0] for key, values in query.items()}
             params.update(page=page, per_page=per_page)
-            return {"href": f"{self.url}{path}?{urllib.parse.urlencode(sorted(params.items()))}"}
+            encoded = urllib.parse.urlencode(sorted(params.items()))
+            return {"href": f"{self.named}{path}?{encoded}"}
 
         return {
             "pagination": {
@@ -313,12 +369,12 @@ def cloudfoundry_api(platform):
 
         do_POST = do_GET
 
-        def answer(self, status, body):
+        def answer(self, status, body, headers=None):
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             try:
                 self.send_response(status)
-                if status == 302:
-                    self.send_header("Location", body["Location"])
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -1,21 +1,36 @@
 """monitoring/cf-discovery against a stand-in for the Cloud Foundry API (cloudfoundry.py):
-what it writes for the fleet, and that a failing API or bad settings lose nothing."""
+what it writes for the fleet, why it skips an app, and that a failing API, a refused
+reload or bad settings lose nothing and say so."""
 
+import contextlib
+import grp
+import http.server
 import json
 import os
+import re
 import stat
 import subprocess
+import threading
+import time
+import urllib.request
 
 import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .conftest import bake, run
+from .service import free_loopback_port
 from .tools import require
 
 SECRET = "discovery-secret"
+FOUNDATION = "lab"
 LABELS = {"prometheus.io/scrape": "true"}
 ANNOTATIONS = {"prometheus.io/path": "/internal/metrics", "prometheus.io/auth": "app-guid"}
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ cf-discovery: (.*)")
+SUMMARY = re.compile(
+    r"(\d+) labelled apps: (\d+) scraped, (\d+) skipped(?: \((.*)\))?;"
+    r" (\d+) targets, (\d+) files changed, (\d+) requests"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +49,74 @@ def platform():
         yield platform
 
 
-def discovery(project, python, platform, output, *arguments, **environ):
-    """Run cf-discovery once against the stand-in; its exit code and stderr."""
-    env = {
+def environment(platform, **environ):
+    return {
         **os.environ,
         "CF_API": platform.url,
         "CF_CLIENT_ID": platform.client_id,
         "CF_CLIENT_SECRET": SECRET,
+        "CF_FOUNDATION": FOUNDATION,
         **environ,
     }
+
+
+def discovery(project, python, platform, output, *arguments, **environ):
+    """Run cf-discovery once against the stand-in; its exit code and its log's messages,
+    each line checked to start with the time. Without --prometheus, it reloads none."""
+    if not any(argument.startswith("--prometheus") for argument in arguments):
+        arguments = ("--no-reload", *arguments)
     completed = subprocess.run(
         [python, project / "monitoring" / "cf-discovery", "--once", "--output", output, *arguments],
-        env=env,
+        env=environment(platform, **environ),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert completed.stdout == ""
-    return completed.returncode, completed.stderr
+    return completed.returncode, messages(completed.stderr)
 
 
-def fragments(output):
-    """The fragments' jobs, by file name, as Prometheus reads them."""
-    return {
-        path.name: yaml.safe_load(path.read_text())["scrape_configs"]
-        for path in sorted(output.glob("*.yml"))
-    }
+def messages(log):
+    lines = log.splitlines()
+    assert all(LOG_LINE.fullmatch(line) for line in lines), log
+    return [LOG_LINE.fullmatch(line)[1] for line in lines]
 
 
-def targets(output, app, index):
-    """What the file_sd file of instance `index` of `app` holds."""
-    return json.loads((output / f"cf-{app}-{index}.json").read_text())
+def summary(lines):
+    """The pass's summary line, as numbers, with the skipped reasons as text."""
+    [found] = [SUMMARY.fullmatch(line) for line in lines if SUMMARY.fullmatch(line)]
+    labelled, scraped, skipped, reasons, targets, changed, requests = found.groups()
+    numbers = (labelled, scraped, skipped, targets, changed, requests)
+    return (*map(int, numbers), reasons)
+
+
+def jobs(output, foundation=FOUNDATION):
+    """The foundation's jobs, by name, as Prometheus reads them."""
+    listed = yaml.safe_load((output / f"cf-{foundation}.yml").read_text())["scrape_configs"]
+    return {job["job_name"]: job for job in listed}
+
+
+def targets(output, foundation=FOUNDATION):
+    """Every target group of the foundation's target files, by the job that keeps it."""
+    found = {}
+    for path in output.glob(f"cf-{foundation}-[0-9][0-9].json"):
+        for group in json.loads(path.read_text()):
+            found[group["labels"]["__cf_job"]] = {**group, "file": path.name}
+    return found
+
+
+def kept(output, job_name, foundation=FOUNDATION):
+    """The target that the job keeps, as Prometheus would: of the targets in its file, the
+    one its relabelling keeps; None if there is none."""
+    job = jobs(output, foundation)[job_name]
+    [file] = job["file_sd_configs"][0]["files"]
+    [rule] = job["relabel_configs"]
+    assert (rule["action"], rule["source_labels"]) == ("keep", ["__cf_job"])
+    groups = json.loads((output / file).read_text()) if (output / file).exists() else []
+    matching = [g for g in groups if re.fullmatch(rule["regex"], g["labels"]["__cf_job"])]
+    assert len(matching) <= 1
+    return matching[0] if matching else None
 
 
 def snapshot(output):
@@ -97,77 +148,149 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     code, log = discovery(project, project_python, platform, output)
 
     assert code == 0, log
-    found = fragments(output)
-    assert len(found) == 6
-    jobs = found[f"cf-{payments}.yml"]
-    assert [job["job_name"] for job in jobs] == [f"cf-{payments}-{index}" for index in range(3)]
-    first = jobs[0]
-    assert first["scheme"] == "https"
-    assert first["metrics_path"] == "/internal/metrics"
-    assert first["http_headers"] == {"X-CF-APP-INSTANCE": {"values": [f"{payments}:0"]}}
-    assert first["authorization"] == {"type": "Bearer", "credentials": payments}
-    assert first["file_sd_configs"] == [{"files": [f"cf-{payments}-0.json"]}]
-    assert targets(output, payments, 0) == [
-        {
-            "targets": ["payments.apps.example.com"],
-            "labels": {
-                "job": "payments-api",
-                "instance": "payments-api/0",
-                "cf_org": "payments",
-                "cf_space": "live",
-                "cf_app": "payments-api",
-                "cf_app_guid": payments,
-                "cf_instance_index": "0",
-            },
-        }
-    ]
-    [staging_job] = found[f"cf-{staging}.yml"]
-    assert staging_job["metrics_path"] == "/metrics", "the default path"
-    assert targets(output, staging, 0)[0]["labels"]["cf_space"] == "staging"
-    assert all("authorization" not in job for job in found[f"cf-{whitelisted}.yml"])
-    # Readable by their owner only: they may hold the apps' GUIDs as credentials.
-    assert {stat.S_IMODE(path.stat().st_mode) for path in output.iterdir()} == {0o600}
+    found = jobs(output)
+    assert len(found) == 3 + 1 + 2 + 3
+    first = found[f"cf-{payments}-0"]
+    assert first == {
+        "job_name": f"cf-{payments}-0",
+        "scheme": "https",
+        "metrics_path": "/internal/metrics",
+        "http_headers": {"X-CF-APP-INSTANCE": {"values": [f"{payments}:0"]}},
+        "authorization": {"type": "Bearer", "credentials": payments},
+        "file_sd_configs": [{"files": [first["file_sd_configs"][0]["files"][0]]}],
+        "relabel_configs": [
+            {"source_labels": ["__cf_job"], "regex": f"cf-{payments}-0", "action": "keep"}
+        ],
+        "keep_dropped_targets": 1,
+    }
+    assert re.fullmatch(r"cf-lab-\d\d\.json", first["file_sd_configs"][0]["files"][0])
+    assert kept(output, f"cf-{payments}-0") == {
+        "targets": ["payments.apps.example.com"],
+        "labels": {
+            "__cf_job": f"cf-{payments}-0",
+            "job": "payments-api",
+            "instance": "payments-api/0",
+            "cf_foundation": "lab",
+            "cf_org": "payments",
+            "cf_space": "live",
+            "cf_app": "payments-api",
+            "cf_app_guid": payments,
+            "cf_instance_index": "0",
+        },
+    }
+    # Every job keeps one target, its own; no target is kept by two jobs.
+    assert {name: kept(output, name)["labels"]["__cf_job"] for name in found} == {
+        name: name for name in found
+    }
+    assert found[f"cf-{staging}-0"]["metrics_path"] == "/metrics", "the default path"
+    assert kept(output, f"cf-{staging}-0")["labels"]["cf_space"] == "staging"
+    assert "authorization" not in found[f"cf-{whitelisted}-1"]
+    # Readable by their owner and group only: they may hold the apps' GUIDs as credentials.
+    assert {stat.S_IMODE(path.stat().st_mode) for path in output.glob("cf-*")} == {0o640}
+    # 32 files of targets at the most, whatever the fleet's size.
+    files = {path.name for path in output.glob("cf-*.json")}
+    assert files == {target["file"] for target in targets(output).values()}
+    assert len(files) <= 32
     # Kind to the API: pages of results, not apps times instances. With pages of two: 6
     # apps in 3 pages, their web processes in 3 and their routes in 3 (by app GUIDs).
     assert len(platform.api_requests()) == 3 + 3 + 3
-    assert log.strip().splitlines() == [
-        "cf-discovery: 6 apps, 9 targets, 15 files changed, 11 requests"
-    ]
+    assert summary(log) == (6, 6, 0, 9, len(files) + 1, 11, None)
+    assert len(log) == 1, log
 
 
-def test_stopped_apps_and_internal_routes_are_not_scraped(
+def test_every_app_not_scraped_is_counted_and_said_with_its_reason(
     project, project_python, platform, tmp_path
 ):
-    # payments.apps.internal sorts first: it must be skipped for being internal.
-    both = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
-    platform.map_route(both, "payments.apps.internal", internal=True)
-    internal_only = platform.push("ledger", platform.live, "ledger.example.com", 1, LABELS)
-    platform.unmap_routes(internal_only)
-    platform.map_route(internal_only, "ledger.apps.internal", internal=True)
-    stopped = platform.push("reports", platform.live, "reports.example.com", 1, LABELS)
+    def push(name, url="", instances=1, annotations=None):
+        app = platform.push(name, platform.live, url or f"{name}.example.com", instances, LABELS)
+        platform.apps[app]["metadata"]["annotations"] = annotations or {}
+        return app
+
+    stopped = push("reports")
     platform.stop(stopped)
+    push("idle", instances=0)
+    routeless = push("batch")
+    platform.unmap_routes(routeless)
+    tcp = push("broker")
+    platform.unmap_routes(tcp)
+    platform.map_route(tcp, "tcp.example.com:1024", protocol="tcp")
+    internal = push("ledger")
+    platform.unmap_routes(internal)
+    platform.map_route(internal, "ledger.apps.internal", internal=True)
+    wildcard = push("catch-all", "*.shop.example.com")
+    path_only = push("docs", "docs.example.com")
+    platform.unmap_routes(path_only)
+    platform.map_route(path_only, "www.example.com", path="/docs")
+    push("misnamed", annotations={"prometheus.io/route": "elsewhere.example.com"})
+    no_web = push("worker")
+    for process in platform.processes.values():
+        if process["relationships"]["app"]["data"]["guid"] == no_web:
+            process["type"] = "worker"
+    # Scraped: through the platform's domain before a CDN's, a named route before a
+    # wildcard, and a route with a path where the annotation names it.
+    cdn = platform.organization("cdn")
+    shop = push("shop", "a-shop.cdn.example.net")
+    platform.map_route(shop, "shop.apps.example.com")
+    platform.map_route(wildcard, "catch-all.apps.example.com")
+    platform.domains["cdn.example.net"]["relationships"]["organization"]["data"] = {"guid": cdn}
+    handbook = push("handbook", annotations={"prometheus.io/route": "www.example.com/handbook"})
+    platform.map_route(handbook, "www.example.com", path="/handbook")
+    push("shop-venerable")
+    push("pay-v2", annotations={"prometheus.io/job": "payments"})
     output = tmp_path / "cf-targets"
 
-    assert discovery(project, project_python, platform, output)[0] == 0
+    code, log = discovery(project, project_python, platform, output)
 
-    assert set(fragments(output)) == {f"cf-{both}.yml"}
-    assert targets(output, both, 0)[0]["targets"] == ["payments.example.com"]
+    assert code == 0, log
+    reasons = (
+        "1 internal_route_only, 1 no_instances, 1 no_route, 1 no_web_process,"
+        " 1 path_route_only, 1 route_not_found, 1 stopped, 1 tcp_route_only"
+    )
+    assert summary(log)[:4] == (13, 5, 8, 5)
+    assert summary(log)[-1] == reasons
+    said = {line.split(" (")[0].removeprefix("not scraping app ") for line in log[:-1]}
+    assert said == {
+        "reports", "idle", "batch", "broker", "ledger", "docs", "misnamed", "worker"
+    }  # fmt: skip
+    assert f"not scraping app broker ({tcp}): it has TCP routes only" in log
+    assert f"not scraping app ledger ({internal}): its only http routes are internal" in " ".join(
+        log
+    )
+    by_app = {target["labels"]["cf_app"]: target for target in targets(output).values()}
+    assert by_app["shop"]["targets"] == ["shop.apps.example.com"]
+    assert by_app["catch-all"]["targets"] == ["catch-all.apps.example.com"]
+    assert by_app["handbook"]["targets"] == ["www.example.com"]
+    assert jobs(output)[f"cf-{handbook}-0"]["metrics_path"] == "/handbook/metrics"
+    assert by_app["shop-venerable"]["labels"]["job"] == "shop", "a blue-green deploy's old app"
+    assert by_app["pay-v2"]["labels"]["job"] == "payments"
+
+
+def expire_retiring(output, foundation=FOUNDATION):
+    """As if the two minutes a retiring job stays had passed: its time, in the state
+    file, moved to the past."""
+    path = output / f".cf-{foundation}.state.json"
+    state = json.loads(path.read_text())
+    state["retiring"] = dict.fromkeys(state["retiring"], 0)
+    path.write_text(json.dumps(state))
 
 
 def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     gone = platform.push("old-api", platform.live, "old.example.com", 1, LABELS)
     output = tmp_path / "cf-targets"
-    other_file = output / "my-own-jobs.yml"
     output.mkdir()
-    other_file.write_text("scrape_configs: []\n")
+    (output / "my-own-jobs.yml").write_text("scrape_configs: []\n")
+    # The files of the layout before this one, a job file per app and a target file per
+    # instance: Prometheus would refuse their jobs beside the same ones in cf-lab.yml.
+    legacy = [output / f"cf-{app}.yml", output / f"cf-{app}-0.json"]
+    for path in legacy:
+        path.write_text("[]\n")
 
     assert discovery(project, project_python, platform, output)[0] == 0
+    assert not any(path.exists() for path in legacy)
     unchanged = snapshot(output)
-    assert discovery(project, project_python, platform, output) == (
-        0,
-        "cf-discovery: 2 apps, 3 targets, 0 files changed, 5 requests\n",
-    )
+    code, log = discovery(project, project_python, platform, output)
+    assert (code, summary(log)) == (0, (2, 2, 0, 3, 0, 5, None))
     assert snapshot(output) == unchanged, "nothing rewritten when nothing changed"
 
     platform.scale(app, 4)
@@ -175,29 +298,68 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     platform.unmap_routes(app)
     platform.map_route(app, "payments-v2.example.com")
     assert discovery(project, project_python, platform, output)[0] == 0
-    jobs = fragments(output)
-    assert set(jobs) == {f"cf-{app}.yml", "my-own-jobs.yml"}, "never another file"
-    assert len(jobs[f"cf-{app}.yml"]) == 4
-    assert {targets(output, app, index)[0]["targets"][0] for index in range(4)} == {
+    assert (output / "my-own-jobs.yml").read_text() == "scrape_configs: []\n", "never another's"
+    assert {kept(output, f"cf-{app}-{index}")["targets"][0] for index in range(4)} == {
         "payments-v2.example.com"
     }
+    # A gone instance's target goes at once (its series end); its job stays a while.
+    assert kept(output, f"cf-{gone}-0") is None
+    assert set(jobs(output)) == {f"cf-{app}-{index}" for index in range(4)} | {f"cf-{gone}-0"}
+    expire_retiring(output)
+    assert discovery(project, project_python, platform, output)[0] == 0
+    assert set(jobs(output)) == {f"cf-{app}-{index}" for index in range(4)}
 
     # A rolling deploy: a second web process, scaled up as the first is scaled down.
     platform.scale(app, 1)
     platform.add_web_process(app, 3)
     assert discovery(project, project_python, platform, output)[0] == 0
-    assert len(fragments(output)[f"cf-{app}.yml"]) == 3, "the app is never left unscraped"
+    live = {name for name in jobs(output) if kept(output, name)}
+    assert live == {f"cf-{app}-{index}" for index in range(3)}, "never left unscraped"
 
     platform.scale(app, 0)
     assert discovery(project, project_python, platform, output)[0] == 0
-    assert set(fragments(output)) == {"my-own-jobs.yml"}, "no instance, no job"
-    assert [path.name for path in output.glob("*.json")] == []
+    assert not [name for name in jobs(output) if kept(output, name)], "no instance, no target"
+    expire_retiring(output)
+    code, log = discovery(project, project_python, platform, output)
+    assert jobs(output) == {}
+    assert list(output.glob("cf-lab-*.json")) == [], "no job, no file of targets"
+    assert f"not scraping app payments-api ({app}): its web process has no instance" in log
+
+
+def test_both_processes_of_a_deploy_are_scraped_by_process_instance(
+    project, project_python, platform, tmp_path
+):
+    app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    [old] = list(platform.processes)
+    new = platform.add_web_process(app, 1)  # a canary
+    output = tmp_path / "cf-targets"
+
+    code, log = discovery(project, project_python, platform, output, "--instance-header=process")
+
+    assert code == 0, log
+    assert {name: job["http_headers"] for name, job in jobs(output).items()} == {
+        f"cf-{old}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:0"]}},
+        f"cf-{old}-1": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:1"]}},
+        f"cf-{new}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{new}:0"]}},
+    }
+    labels = [kept(output, name)["labels"] for name in jobs(output)]
+    assert {(label["cf_process_guid"], label["cf_instance_index"]) for label in labels} == {
+        (old, "0"),
+        (old, "1"),
+        (new, "0"),
+    }
+    assert {label["cf_app_guid"] for label in labels} == {app}
 
 
 @pytest.mark.parametrize(
     ("fault", "arguments", "reason"),
     [
-        ("500", [], "GET /v3/apps answered 500 Internal Server Error"),
+        (
+            "500",
+            [],
+            "GET /v3/apps answered 500 Internal Server Error"
+            " (10001 CF-ServerError: An error occurred)",
+        ),
         ("hang", ["--timeout", "1"], "GET /v3/apps did not answer: timed out"),
         ("bad_json", [], "GET /v3/apps answered with something other than JSON"),
         (
@@ -206,6 +368,12 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
             "the API answered a shape cf-discovery does not know (KeyError('relationships'))",
         ),
         ("redirect", [], "GET /v3/apps answered 302 Found"),
+        (
+            "429",
+            [],
+            "GET /v3/apps answered 429 Too Many Requests, come back in 5 s"
+            " (10013 CF-RateLimitExceeded: Rate Limit Exceeded)",
+        ),
     ],
 )
 def test_a_failing_api_leaves_the_last_good_targets(
@@ -220,8 +388,55 @@ def test_a_failing_api_leaves_the_last_good_targets(
     code, log = discovery(project, project_python, platform, output, *arguments)
 
     assert code == 1
-    assert log == f"cf-discovery: pass failed, the last good targets stay: {reason}\n"
+    assert log == [f"pass failed, the last good targets stay: {reason}"]
     assert snapshot(output) == good
+
+
+def test_a_rate_limited_api_is_left_alone_as_long_as_it_asks(
+    project, project_python, platform, tmp_path
+):
+    """A 429 with Retry-After: 3, in a loop of passes every half second: no request to the
+    API before the 3 seconds pass, and the files stay."""
+    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    platform.rate_limit_retry_after = 3
+    output = tmp_path / "cf-targets"
+    assert discovery(project, project_python, platform, output)[0] == 0
+    good = snapshot(output)
+    platform.fail_with("429")
+    with looping(project, project_python, platform, output, "--interval=0.5"):
+        deadline = time.monotonic() + 30
+        while len([path for _, path in platform.request_times if path == "/v3/apps"]) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert snapshot(output) == good
+
+    asked = [when for when, path in platform.request_times if path == "/v3/apps"][1:]
+    gaps = [later - earlier for earlier, later in zip(asked, asked[1:], strict=False)]
+    assert min(gaps) >= 3, gaps
+
+
+@contextlib.contextmanager
+def looping(project, python, platform, output, *arguments, **environ):
+    """cf-discovery running in a loop; its log, once stopped, in `log` of the yielded
+    namespace."""
+    log_path = output.parent / "cf-discovery.log"
+    with log_path.open("w") as log:
+        command = [python, project / "monitoring" / "cf-discovery", "--output", output]
+        if not any(argument.startswith("--metrics-address") for argument in arguments):
+            command.append(f"--metrics-address=127.0.0.1:{free_loopback_port()}")
+        if not any(argument.startswith("--prometheus") for argument in arguments):
+            command.append("--no-reload")
+        process = subprocess.Popen(
+            [*command, *arguments],
+            env=environment(platform, **environ),
+            stderr=log,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(15)
+    process.log = messages(log_path.read_text())
 
 
 def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
@@ -233,7 +448,8 @@ def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
 
     code, log = discovery(project, project_python, platform, output)
 
-    assert (code, log) == (0, "cf-discovery: 1 apps, 2 targets, 3 files changed, 7 requests\n")
+    assert (code, summary(log)[:3]) == (0, (1, 1, 0))
+    assert summary(log)[-2] == 7, "root, a token, 3 requests, a new token, the one again"
     assert [path for method, path in platform.requests if method == "POST"] == ["/oauth/token"] * 2
     good = snapshot(output)
 
@@ -242,12 +458,79 @@ def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
     code, log = discovery(project, project_python, platform, output)
 
     assert code == 1
-    assert log == (
-        "cf-discovery: pass failed, the last good targets stay:"
-        " UAA, for client 'prometheus', answered 401 Unauthorized\n"
-    )
-    assert SECRET not in log
+    assert log == [
+        "pass failed, the last good targets stay:"
+        " UAA, for client 'prometheus', answered 401 Unauthorized"
+    ]
+    assert SECRET not in "".join(log)
     assert snapshot(output) == good
+
+
+def test_secrets_from_files_and_a_technical_users_password(
+    project, project_python, platform, tmp_path
+):
+    platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    platform.users["prometheus-reader"] = "user-password"
+    secrets = tmp_path / "credentials"
+    secrets.mkdir()
+    (secrets / "client-secret").write_text(SECRET + "\n")  # as echo leaves it
+    (secrets / "password").write_text("user-password\n")
+    output = tmp_path / "cf-targets"
+
+    from_file = discovery(
+        project,
+        project_python,
+        platform,
+        output,
+        CF_CLIENT_SECRET="",
+        CF_CLIENT_SECRET_FILE=str(secrets / "client-secret"),
+    )
+    as_user = discovery(
+        project,
+        project_python,
+        platform,
+        output,
+        CF_CLIENT_ID="",
+        CF_CLIENT_SECRET="",
+        CF_USERNAME="prometheus-reader",
+        CF_PASSWORD_FILE=str(secrets / "password"),
+    )
+    platform.users["prometheus-reader"] = "changed"
+    refused = discovery(
+        project,
+        project_python,
+        platform,
+        output,
+        CF_USERNAME="prometheus-reader",
+        CF_PASSWORD_FILE=str(secrets / "password"),
+    )
+
+    assert from_file[0] == 0, from_file
+    assert as_user[0] == 0, as_user
+    assert refused == (
+        1,
+        [
+            "pass failed, the last good targets stay:"
+            " UAA, for user 'prometheus-reader', answered 401 Unauthorized"
+        ],
+    )
+
+
+def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(
+    project, project_python, platform, tmp_path
+):
+    """CF_API is an alias; the API's root document and its pages' links name it by its
+    own (external) name: the pages are asked for through the alias, with the token."""
+    platform.external_url = "https://api.sys.example.com"
+    for number in range(5):
+        platform.push(f"app-{number}", platform.live, f"app-{number}.example.com", 1, LABELS)
+    output = tmp_path / "cf-targets"
+
+    code, log = discovery(project, project_python, platform, output)
+
+    assert code == 0, log
+    assert summary(log)[:2] == (5, 5)
+    assert len([path for path in platform.api_requests() if path.startswith("/v3/apps")]) == 3
 
 
 @pytest.mark.parametrize(
@@ -259,7 +542,28 @@ def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
             "CF_API='http://api.example.com' must be an https:// URL"
             " (http:// only for a loopback address)",
         ),
-        ({"CF_CLIENT_SECRET": ""}, "CF_CLIENT_ID and CF_CLIENT_SECRET must both be set"),
+        (
+            {"CF_CLIENT_SECRET": ""},
+            "set CF_CLIENT_ID and CF_CLIENT_SECRET (or CF_CLIENT_SECRET_FILE),"
+            " or CF_USERNAME and CF_PASSWORD (or CF_PASSWORD_FILE)",
+        ),
+        (
+            {"CF_CLIENT_SECRET_FILE": "/nonexistent/secret"},
+            "CF_CLIENT_SECRET_FILE='/nonexistent/secret' cannot be read: No such file or directory",
+        ),
+        (
+            {"CF_USERNAME": "someone"},
+            "CF_USERNAME is set: set CF_PASSWORD or CF_PASSWORD_FILE too",
+        ),
+        (
+            {"CF_FOUNDATION": "eu/west"},
+            "CF_FOUNDATION='eu/west' must be letters, digits, '.', '_' and '-' (at most 63)",
+        ),
+        (
+            {"CF_CA_CERT": "/nonexistent/ca.pem"},
+            "CF_CA_CERT='/nonexistent/ca.pem' is not a readable PEM file:"
+            " No such file or directory",
+        ),
     ],
 )
 def test_bad_settings_stop_it_in_one_line_touching_nothing(
@@ -272,13 +576,188 @@ def test_bad_settings_stop_it_in_one_line_touching_nothing(
 
     code, log = discovery(project, project_python, platform, output, **environ)
 
-    assert code == 2
-    assert log == f"cf-discovery: {message}\n"
+    assert (code, log) == (2, [message])
     assert snapshot(output) == good
     assert len(platform.requests) == 1 + 1 + 3, "not one request more"
 
 
-def test_promtool_accepts_the_kit_with_fragments(project, project_python, platform, tmp_path):
+def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
+    project, project_python, platform, tmp_path
+):
+    app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    output = tmp_path / "cf-targets"
+    with cloudfoundry_api(CloudFoundry(client_secret=SECRET)) as other:
+        other_app = other.push(
+            "ledger", other.space("live", other.organization("eu")), "ledger.eu.example.com", 1,
+            LABELS,
+        )  # fmt: skip
+        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
+        assert discovery(project, project_python, platform, output)[0] == 0
+        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
+
+        with looping(project, project_python, platform, output, "--interval=30"):
+            deadline = time.monotonic() + 30
+            while not (output / ".cf-lab.state.json").exists() or not jobs(output):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1)
+            second = discovery(project, project_python, platform, output)
+
+    assert set(jobs(output)) == {f"cf-{app}-0", f"cf-{app}-1"}
+    assert set(jobs(output, "eu")) == {f"cf-{other_app}-0"}
+    assert kept(output, f"cf-{other_app}-0", "eu")["labels"]["cf_foundation"] == "eu"
+    assert second == (
+        2,
+        [
+            f"another cf-discovery writes foundation 'lab''s files in {output}:"
+            " give each foundation its own CF_FOUNDATION"
+        ],
+    )
+
+
+def test_the_files_take_the_group_of_a_set_group_id_directory(
+    project, project_python, platform, tmp_path
+):
+    """A packaged Prometheus runs as its own user: the directory's group, Prometheus's,
+    can read every file (README.md, Scraping on Cloud Foundry)."""
+    if os.geteuid() != 0:
+        pytest.skip("changing a directory's group to one the user is not in needs root")
+    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    output = tmp_path / "cf-targets"
+    output.mkdir()
+    group = grp.getgrnam("nogroup").gr_gid
+    os.chown(output, -1, group)
+    output.chmod(0o2750)
+
+    assert discovery(project, project_python, platform, output)[0] == 0
+
+    written = list(output.glob("cf-*"))
+    assert {(path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) for path in written} == {
+        (group, 0o640)
+    }
+
+
+class _Prometheus(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+@contextlib.contextmanager
+def reload_endpoint(status):
+    """A stand-in for Prometheus's /-/reload, answering `status` (a list, changed by the
+    test); the reloads it was asked for."""
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked.append(self.path)
+            body = b"Lifecycle API is not enabled.\n" if status[0] == 403 else b""
+            self.send_response(status[0])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *arguments):
+            pass
+
+    server = _Prometheus(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_once_reloads_prometheus_and_says_when_it_cannot(
+    project, project_python, platform, tmp_path
+):
+    """--once asks for a reload when a job came or went, and, refused (Prometheus without
+    --web.enable-lifecycle), asks again at the next pass until it is done; a proxy in the
+    environment, for the API, never carries the reload."""
+    app = platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    output = tmp_path / "cf-targets"
+    status = [403]
+    proxy = {"http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    proxy["NO_PROXY"] = proxy["no_proxy"] = "127.0.0.1"  # the API stand-in, not Prometheus
+    with reload_endpoint(status) as (url, asked):
+        refused = discovery(
+            project, project_python, platform, output, f"--prometheus={url}", **proxy
+        )
+        unchanged = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        status[0] = 200
+        reloaded = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        quiet = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        platform.scale(app, 2)
+        scaled = discovery(project, project_python, platform, output, f"--prometheus={url}")
+
+    message = (
+        f"Prometheus at {url} did not reload: answered 403 Forbidden"
+        " (start it with --web.enable-lifecycle)"
+    )
+    assert (refused[0], refused[1][-1]) == (1, message)
+    assert (unchanged[0], unchanged[1][-1]) == (1, message), "still pending"
+    assert reloaded[0] == 0
+    assert (quiet[0], scaled[0]) == (0, 0)
+    assert asked == ["/-/reload"] * 4, "refused twice, then once, none unchanged, once scaled"
+
+
+def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(
+    project, project_python, platform, tmp_path
+):
+    platform.push("payments-api", platform.live, "payments.example.com", 3, LABELS)
+    stopped = platform.push("reports", platform.live, "reports.example.com", 1, LABELS)
+    platform.stop(stopped)
+    output = tmp_path / "cf-targets"
+    port = free_loopback_port()
+    status = [403]
+    with (
+        reload_endpoint(status) as (url, asked),
+        looping(
+            project,
+            project_python,
+            platform,
+            output,
+            "--interval=0.5",
+            f"--metrics-address=127.0.0.1:{port}",
+            f"--prometheus={url}",
+        ),  # fmt: skip
+    ):
+        deadline = time.monotonic() + 30
+        while len(asked) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            refused = answer.read().decode()
+        status[0] = 200
+        while len(asked) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            reloaded = answer.read().decode()
+
+    def value(text, series):
+        [line] = [line for line in text.splitlines() if line.startswith(series + " ")]
+        return float(line.split()[-1])
+
+    foundation = 'cf_foundation="lab"'
+    assert value(refused, f"cf_discovery_labelled_apps{{{foundation}}}") == 2
+    assert value(refused, f"cf_discovery_apps{{{foundation}}}") == 1
+    assert value(refused, f'cf_discovery_apps_skipped{{{foundation},reason="stopped"}}') == 1
+    assert value(refused, f"cf_discovery_targets{{{foundation}}}") == 3
+    assert value(refused, f"cf_discovery_reload_pending{{{foundation}}}") == 1
+    assert value(refused, f'cf_discovery_reloads_total{{{foundation},result="failure"}}') >= 2
+    assert value(reloaded, f"cf_discovery_reload_pending{{{foundation}}}") == 0
+    assert value(reloaded, f'cf_discovery_reloads_total{{{foundation},result="success"}}') == 1
+    assert value(reloaded, f'cf_discovery_passes_total{{{foundation},result="failure"}}') == 0
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["--instance-header=process", "--scrape-proxy-from-environment"]]
+)
+def test_promtool_accepts_the_kit_with_what_discovery_writes(
+    project, project_python, platform, tmp_path, options
+):
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     platform.push(
         "ledger", platform.other, "ledger.example.com", 1, LABELS, {"prometheus.io/auth": "none"}
@@ -286,15 +765,26 @@ def test_promtool_accepts_the_kit_with_fragments(project, project_python, platfo
     monitoring = project / "monitoring"
     output = monitoring / "cf-targets"
     (monitoring / "secrets" / "local-metrics-token").write_text("local-token")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")  # promtool checks that the file is there
     try:
-        assert discovery(project, project_python, platform, output)[0] == 0
+        code, log = discovery(
+            project, project_python, platform, output, f"--scrape-ca-file={ca}", *options
+        )
         checked = run([require("promtool"), "check", "config", "prometheus.yml"], cwd=monitoring)
+        written = jobs(output)
     finally:
-        for path in output.glob("cf-*.yml"):
-            path.unlink()
+        for path in output.glob("*"):
+            if path.name != ".gitignore":
+                path.unlink()
         (monitoring / "secrets" / "local-metrics-token").unlink()
 
+    assert code == 0, log
     assert "SUCCESS" in checked.stdout + checked.stderr
+    assert {job["tls_config"]["ca_file"] for job in written.values()} == {str(ca)}
+    assert {job.get("proxy_from_environment", False) for job in written.values()} == {
+        bool(options)
+    }
 
 
 @pytest.mark.parametrize("auth", ["basic_auth", "ip_whitelist"])

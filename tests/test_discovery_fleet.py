@@ -1,0 +1,199 @@
+"""cf-discovery at the scale of a fleet, in a real Prometheus: 300 instances behind a
+stand-in for the router, past Linux's default of 128 file discoveries a user may watch,
+every one scraped, each by its own job, through a canary deploy and a scale-down."""
+
+import contextlib
+import http.server
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from .cloudfoundry import CloudFoundry, cloudfoundry_api
+from .conftest import bake
+from .service import free_loopback_port
+from .test_monitoring import run_prometheus
+
+APPS = 75
+INSTANCES = 4
+GUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+APP_INSTANCE = re.compile(rf"({GUID}):(\d+)")
+
+
+class _Router(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+@contextlib.contextmanager
+def fleet_router(platform):
+    """A stand-in for the router in front of every instance of `platform`: it picks an
+    instance as gorouter does (routing-release, handlers/lookup.go) — by
+    X-CF-APP-INSTANCE, "<app GUID>:<index>", checked first, from the last process that
+    has the index; else by X-CF-PROCESS-INSTANCE, "<process GUID>:<index>" — and answers
+    for it with a metric naming the instance that answered: its process and index. An
+    unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            answered = self.instance()
+            if answered is None:
+                body = b"400 Bad Request"
+                self.send_response(400)
+                self.send_header("X-Cf-Routererror", "unknown_route")
+            else:
+                process, index = answered
+                body = (
+                    "# TYPE stand_in_answered gauge\n"
+                    f'stand_in_answered{{process="{process}",index="{index}"}} 1\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def instance(self):
+            processes = list(platform.processes.values())
+            app = APP_INSTANCE.fullmatch(self.headers.get("X-CF-APP-INSTANCE") or "")
+            if app:
+                guid, index = app[1], int(app[2])
+                having = [
+                    process["guid"]
+                    for process in processes
+                    if process["relationships"]["app"]["data"]["guid"] == guid
+                    and index < process["instances"]
+                ]
+                return (having[-1], index) if having else None
+            chosen = APP_INSTANCE.fullmatch(self.headers.get("X-CF-PROCESS-INSTANCE") or "")
+            if chosen:
+                guid, index = chosen[1], int(chosen[2])
+                process = platform.processes.get(guid)
+                if process and index < process["instances"]:
+                    return guid, index
+            return None
+
+        def log_message(self, *arguments):
+            pass
+
+    server = _Router(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def inotify_limit():
+    with contextlib.suppress(OSError):
+        return int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    return None
+
+
+def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_job(
+    cookies, project_python, tmp_path
+):
+    project = bake(cookies)
+    monitoring = project / "monitoring"
+    platform = CloudFoundry(page_size=100)
+    discovery_port = free_loopback_port()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cloudfoundry_api(platform))
+        router = stack.enter_context(fleet_router(platform))
+        organization = platform.organization("fleet")
+        spaces = [platform.space(f"space-{number}", organization) for number in range(5)]
+        apps = [
+            platform.push(
+                f"app-{number}",
+                spaces[number % len(spaces)],
+                router,
+                INSTANCES,
+                {"prometheus.io/scrape": "true"},
+                {"prometheus.io/auth": "none"},
+            )
+            for number in range(APPS)
+        ]
+        config = monitoring / "prometheus.yml"
+        text = config.read_text().replace("scrape_interval: 15s", "scrape_interval: 5s")
+        config.write_text(text.replace("127.0.0.1:9188", f"127.0.0.1:{discovery_port}"))
+        prometheus = stack.enter_context(
+            run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN="unused")
+        )
+        log = stack.enter_context((tmp_path / "cf-discovery.log").open("w"))
+        discovery = subprocess.Popen(
+            [
+                project_python,
+                monitoring / "cf-discovery",
+                "--interval=2",
+                "--scheme=http",
+                "--instance-header=process",
+                f"--prometheus={prometheus.url}",
+                f"--metrics-address=127.0.0.1:{discovery_port}",
+            ],
+            env={
+                **os.environ,
+                "CF_API": platform.url,
+                "CF_CLIENT_ID": platform.client_id,
+                "CF_CLIENT_SECRET": platform.client_secret,
+                "CF_FOUNDATION": "lab",
+            },
+            stderr=log,
+        )
+        stack.callback(discovery.wait, 15)
+        stack.callback(discovery.terminate)
+
+        def scraped(count):
+            """Wait until exactly `count` instances are up, each answered by the instance
+            its job names; return what answered."""
+            deadline = time.monotonic() + 120
+            while True:
+                up = prometheus.query('up{cf_app_guid!=""} == 1')
+                answered = prometheus.query("stand_in_answered")
+                own = [
+                    item
+                    for item in answered
+                    if item["metric"]["process"] == item["metric"]["cf_process_guid"]
+                    and item["metric"]["index"] == item["metric"]["cf_instance_index"]
+                ]
+                if len(up) == len(own) == len(answered) == count:
+                    return answered
+                assert time.monotonic() < deadline, (
+                    f"{len(up)} up, {len(own)} of {len(answered)} answered by their own"
+                    f" instance, not {count} (inotify limit {inotify_limit()})"
+                )
+                time.sleep(1)
+
+        fleet = scraped(APPS * INSTANCES)
+        written = prometheus.wait_for("cf_discovery_targets")
+
+        # A canary deploy of five apps: a second web process of one instance beside the
+        # first; each instance of both is scraped.
+        canaries = [platform.add_web_process(app, 1) for app in apps[:5]]
+        with_canaries = scraped(APPS * INSTANCES + 5)
+        # Ten apps scaled down to one instance: the others' series end.
+        for app in apps[5:15]:
+            platform.scale(app, 1)
+        scaled = scraped(APPS * INSTANCES + 5 - 10 * (INSTANCES - 1))
+        files = sorted(path.name for path in (monitoring / "cf-targets").glob("cf-lab-*.json"))
+        jobs = yaml.safe_load((monitoring / "cf-targets" / "cf-lab.yml").read_text())
+        prometheus_log = prometheus.log.read_text()
+
+    assert len(fleet) == 300
+    assert [item["value"][1] for item in written] == ["300"]
+    assert {item["metric"]["cf_foundation"] for item in fleet} == {"lab"}
+    assert len({item["metric"]["job"] for item in fleet}) == APPS
+    answered_by = {item["metric"]["process"] for item in with_canaries}
+    assert set(canaries) <= answered_by
+    assert len(scaled) == 305 - 30
+    assert len(files) <= 32 < APPS * INSTANCES
+    assert len(jobs["scrape_configs"]) >= len(scaled)
+    assert "inotify" not in prometheus_log, prometheus_log[-2000:]
