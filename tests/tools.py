@@ -26,6 +26,7 @@ NEEDS = {
         "shellcheck (pip install -r requirements-test.txt, or apt-get install shellcheck)",
     ),
     "npm": (None, "npm (apt-get install npm), then make test installs Grafana's types"),
+    "systemd-analyze": (None, "systemd-analyze (apt-get install systemd)"),
 }
 
 
