@@ -13,7 +13,10 @@ at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java
   with `included.spaces` and `included.organizations`, pagination with
   `pagination.next.href` repeating the filters (resources/apps/_list.md.erb).
 - `GET /v3/processes`: `app_guids` and `types` filters; a rolling deploy lists two `web`
-  processes for one app (app/actions/deployment_create.rb, clone_existing_web_process).
+  processes for one app (app/actions/deployment_create.rb, clone_existing_web_process);
+  `embed=process_instances` puts each instance's `index`, `state` and `since` in
+  `process_instances` (concepts/_embed.md.erb, experimental), or, for an API older than
+  that, a 400 `CF-BadQueryParameter`.
 - `GET /v3/routes`: `app_guids` filter, `include=domain`; `url` is host.domain and path
   (http) or domain:port (tcp), without a scheme; `host` may be `*` (a wildcard);
   destinations name the app and its process type (resources/routes/_object.md.erb,
@@ -68,6 +71,8 @@ class CloudFoundry:
         self.revoke_tokens_after = None
         self.rate_limit_retry_after = 5
         self.users = {}  # a technical user's name: password, for the password grant
+        self.embeds_instances = True  # an API older than embed=process_instances: False
+        self.instance_states = {}  # (process GUID, index): state, where not RUNNING
         self.authorized = 0
         self.url = None
         self.external_url = None
@@ -239,7 +244,19 @@ class CloudFoundry:
         if parts.path == "/v3/apps":
             return 200, self.apps_page(parts.path, query)
         if parts.path == "/v3/processes":
-            return 200, self.list_page(parts.path, query, self.matching_processes(query))
+            embed = query.get("embed") == ["process_instances"]
+            if "embed" in query and not (embed and self.embeds_instances):
+                error = {
+                    "code": 10005,
+                    "title": "CF-BadQueryParameter",
+                    "detail": "The query parameter is invalid:"
+                    " Unknown query parameter(s): 'embed'.",
+                }
+                return 400, {"errors": [error]}
+            page = self.list_page(parts.path, query, self.matching_processes(query))
+            if embed:
+                page["resources"] = [self.with_instances(p) for p in page["resources"]]
+            return 200, page
         if parts.path == "/v3/routes":
             page = self.list_page(parts.path, query, self.matching_routes(query))
             if query.get("include") == ["domain"]:
@@ -300,6 +317,19 @@ class CloudFoundry:
                 "organizations": [self.organizations[guid] for guid in sorted(organizations)],
             }
         return page
+
+    def with_instances(self, process):
+        """The process with its instances' states embedded, before its relationships
+        (cloud_controller_ng, embed_process_instances_decorator.rb)."""
+        instances = [
+            {
+                "index": index,
+                "state": self.instance_states.get((process["guid"], index), "RUNNING"),
+                "since": 1764750000.0,
+            }
+            for index in range(process["instances"])
+        ]
+        return {**process, "process_instances": instances}
 
     def matching_processes(self, query):
         apps = _guid_filter(query, "app_guids")

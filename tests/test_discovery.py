@@ -351,6 +351,35 @@ def test_both_processes_of_a_deploy_are_scraped_by_process_instance(
     assert {label["cf_app_guid"] for label in labels} == {app}
 
 
+def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
+    project, project_python, platform, tmp_path
+):
+    app = platform.push("payments-api", platform.live, "payments.example.com", 3, LABELS)
+    [process] = list(platform.processes)
+    platform.instance_states[(process, 1)] = "CRASHED"
+    platform.instance_states[(process, 2)] = "STARTING"
+    output = tmp_path / "cf-targets"
+
+    code, log = discovery(project, project_python, platform, output)
+
+    assert code == 0, log
+    states = [
+        kept(output, f"cf-{app}-{index}")["labels"].get("cf_instance_state") for index in range(3)
+    ]
+    assert states == [None, "CRASHED", "STARTING"]
+    assert summary(log)[-2] == 5, "no request more: the states come with the processes"
+
+    # An API older than embed=process_instances refuses it: asked without, no states.
+    platform.embeds_instances = False
+    code, log = discovery(project, project_python, platform, output)
+
+    assert code == 0, log
+    assert summary(log)[-2] == 6, "one refused request more"
+    assert [
+        kept(output, f"cf-{app}-{index}")["labels"].get("cf_instance_state") for index in range(3)
+    ] == [None, None, None]
+
+
 @pytest.mark.parametrize(
     ("fault", "arguments", "reason"),
     [
@@ -782,9 +811,7 @@ def test_promtool_accepts_the_kit_with_what_discovery_writes(
     assert code == 0, log
     assert "SUCCESS" in checked.stdout + checked.stderr
     assert {job["tls_config"]["ca_file"] for job in written.values()} == {str(ca)}
-    assert {job.get("proxy_from_environment", False) for job in written.values()} == {
-        bool(options)
-    }
+    assert {job.get("proxy_from_environment", False) for job in written.values()} == {bool(options)}
 
 
 @pytest.mark.parametrize("auth", ["basic_auth", "ip_whitelist"])
