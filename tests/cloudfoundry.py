@@ -390,8 +390,9 @@ def _guid_filter(query, name):
 
 
 @contextlib.contextmanager
-def cloudfoundry_api(platform):
-    """Serve `platform` on loopback, with its `url` set."""
+def cloudfoundry_api(platform, tls=None):
+    """Serve `platform` on loopback, with its `url` set; over https with `tls`, a server
+    SSLContext."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -416,7 +417,10 @@ def cloudfoundry_api(platform):
             pass
 
     server = _Server(("127.0.0.1", 0), Handler)
-    platform.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    platform.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

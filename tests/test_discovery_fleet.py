@@ -30,13 +30,14 @@ class _Router(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def fleet_router(platform):
+def fleet_router(platform, tls=None):
     """A stand-in for the router in front of every instance of `platform`: it picks an
     instance as gorouter does (routing-release, handlers/lookup.go) — by
     X-CF-APP-INSTANCE, "<app GUID>:<index>", checked first, from the last process that
     has the index; else by X-CF-PROCESS-INSTANCE, "<process GUID>:<index>" — and answers
     for it with a metric naming the instance that answered: its process and index. An
-    unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route."""
+    unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route. Over
+    https with `tls`, a server SSLContext."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -83,6 +84,8 @@ def fleet_router(platform):
             pass
 
     server = _Router(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

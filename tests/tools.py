@@ -27,6 +27,7 @@ NEEDS = {
     ),
     "npm": (None, "npm (apt-get install npm), then make test installs Grafana's types"),
     "systemd-analyze": (None, "systemd-analyze (apt-get install systemd)"),
+    "openssl": (None, "openssl (apt-get install openssl)"),
 }
 
 
