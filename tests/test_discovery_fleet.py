@@ -1,6 +1,7 @@
 """cf-discovery at the scale of a fleet, in a real Prometheus: 300 instances behind a
 stand-in for the router, past Linux's default of 128 file discoveries a user may watch,
-every one scraped, each by its own job, through a canary deploy and a scale-down."""
+every one scraped, each by its own job, through a canary deploy and a scale-down; and
+the alerts on discovery itself, live."""
 
 import contextlib
 import http.server
@@ -186,6 +187,18 @@ def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_
         for app in apps[5:15]:
             platform.scale(app, 1)
         scaled = scraped(APPS * INSTANCES + 5 - 10 * (INSTANCES - 1))
+        # Every target written is held: the alert that compares them stays quiet. Then
+        # discovery dies: the alert for that turns true (its 2 minutes aside).
+        alerts = {
+            rule["alert"]: rule["expr"]
+            for group in yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
+            for rule in group["rules"]
+            if "alert" in rule
+        }
+        missing = prometheus.query(alerts["CloudFoundryTargetsMissing"])
+        discovery.kill()
+        discovery.wait(15)
+        down = prometheus.wait_for(alerts["CloudFoundryDiscoveryDown"], timeout=30)
         files = sorted(path.name for path in (monitoring / "cf-targets").glob("cf-lab-*.json"))
         jobs = yaml.safe_load((monitoring / "cf-targets" / "cf-lab.yml").read_text())
         prometheus_log = prometheus.log.read_text()
@@ -200,3 +213,5 @@ def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_
     assert len(files) <= 32 < APPS * INSTANCES
     assert len(jobs["scrape_configs"]) >= len(scaled)
     assert "inotify" not in prometheus_log, prometheus_log[-2000:]
+    assert missing == []
+    assert [item["metric"]["job"] for item in down] == ["cf-discovery"]
