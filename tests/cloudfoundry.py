@@ -70,6 +70,8 @@ class CloudFoundry:
         self.fault = None
         self.revoke_tokens_after = None
         self.rate_limit_retry_after = 5
+        self.rate_limit_says_retry_after = True  # else X-RateLimit-Reset alone
+        self.names_uaa = True  # the root document's uaa and login links
         self.users = {}  # a technical user's name: password, for the password grant
         self.embeds_instances = True  # an API older than embed=process_instances: False
         self.instance_states = {}  # (process GUID, index): state, where not RUNNING
@@ -200,11 +202,12 @@ class CloudFoundry:
                     "detail": "Rate Limit Exceeded",
                 }
                 headers = {
-                    "Retry-After": str(wait),
                     "X-RateLimit-Limit": "2000",
                     "X-RateLimit-Remaining": "0",
                     "X-RateLimit-Reset": str(int(time.time()) + wait),
                 }
+                if self.rate_limit_says_retry_after:
+                    headers["Retry-After"] = str(wait)
                 return 429, {"errors": [error]}, headers
             if self.fault == "hang":
                 time.sleep(30)
@@ -225,8 +228,8 @@ class CloudFoundry:
                 "links": {
                     "self": {"href": self.named},
                     "cloud_controller_v3": {"href": f"{self.named}/v3"},
-                    "login": {"href": self.url},
-                    "uaa": {"href": self.url},
+                    "login": {"href": self.url} if self.names_uaa else None,
+                    "uaa": {"href": self.url} if self.names_uaa else None,
                     "credhub": None,
                 }
             }

@@ -421,27 +421,96 @@ def test_a_failing_api_leaves_the_last_good_targets(
     assert snapshot(output) == good
 
 
+def apps_asked(platform, count):
+    """Wait until /v3/apps has been asked for `count` times; the times."""
+    deadline = time.monotonic() + 60
+    while len(asked := [t for t, path in platform.request_times if path == "/v3/apps"]) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return asked
+
+
+def gaps(times):
+    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+
+
 def test_a_rate_limited_api_is_left_alone_as_long_as_it_asks(
     project, project_python, platform, tmp_path
 ):
-    """A 429 with Retry-After: 3, in a loop of passes every half second: no request to the
-    API before the 3 seconds pass, and the files stay."""
+    """A 429 with Retry-After: 5, in a loop of passes every half second: no request to the
+    API before the 5 seconds pass, and the files stay."""
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
-    platform.rate_limit_retry_after = 3
     output = tmp_path / "cf-targets"
     assert discovery(project, project_python, platform, output)[0] == 0
     good = snapshot(output)
     platform.fail_with("429")
     with looping(project, project_python, platform, output, "--interval=0.5"):
-        deadline = time.monotonic() + 30
-        while len([path for _, path in platform.request_times if path == "/v3/apps"]) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        asked = apps_asked(platform, 1 + 3)[1:]
         assert snapshot(output) == good
 
-    asked = [when for when, path in platform.request_times if path == "/v3/apps"][1:]
-    gaps = [later - earlier for earlier, later in zip(asked, asked[1:], strict=False)]
-    assert min(gaps) >= 3, gaps
+    assert min(gaps(asked)) >= 5, gaps(asked)
+
+
+def test_a_rate_limit_said_by_its_reset_time_alone_is_honoured(
+    project, project_python, platform, tmp_path
+):
+    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    platform.fail_with("429")
+    platform.rate_limit_says_retry_after = False
+
+    code, log = discovery(project, project_python, platform, tmp_path / "cf-targets")
+
+    assert code == 1
+    [line] = log
+    assert re.fullmatch(
+        r"pass failed, the last good targets stay: GET /v3/apps answered 429 Too Many"
+        r" Requests, come back in [45] s \(10013 CF-RateLimitExceeded: Rate Limit Exceeded\)",
+        line,
+    ), line
+
+
+def test_a_failing_api_is_asked_less_and_less_often(project, project_python, platform, tmp_path):
+    """5xx answers: each failed pass doubles the wait before the next, from the interval."""
+    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    platform.fail_with("500")
+    with looping(project, project_python, platform, tmp_path / "cf-targets", "--interval=0.5"):
+        asked = apps_asked(platform, 4)
+
+    waits = gaps(asked)
+    assert [round(wait * 2) / 2 for wait in waits] == [0.5, 1.0, 2.0], waits
+
+
+def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(
+    project, project_python, platform, tmp_path
+):
+    platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    platform.names_uaa = False
+    output = tmp_path / "cf-targets"
+
+    unnamed = discovery(project, project_python, platform, output)
+    given = discovery(project, project_python, platform, output, CF_UAA_URL=platform.url)
+
+    assert unnamed == (
+        1,
+        [
+            "pass failed, the last good targets stay: the API at"
+            f" {platform.url} names no UAA in its root document: set CF_UAA_URL"
+        ],
+    )
+    assert given[0] == 0, given
+
+
+def test_help_names_every_environment_variable_it_reads(project, project_python):
+    source = (project / "monitoring" / "cf-discovery").read_text()
+    read = set(re.findall(r"environ\.get\(\"([A-Z_]+)\"", source))
+    read |= {f"{name}_FILE" for name in re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source)}
+    read |= set(re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source))
+
+    helped = run([project_python, project / "monitoring" / "cf-discovery", "--help"], cwd=project)
+
+    assert read >= {"CF_API", "CF_CLIENT_ID", "CF_CLIENT_SECRET", "CF_CLIENT_SECRET_FILE"}
+    assert {name for name in read if name not in helped.stdout} == set()
+    assert {"HTTPS_PROXY", "NO_PROXY"} <= set(re.findall(r"[A-Z_]{4,}", helped.stdout))
 
 
 @contextlib.contextmanager
