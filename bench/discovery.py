@@ -72,13 +72,7 @@ def fleet(platform, apps, instances, route="example.com"):
 
 def once(platform, output):
     """One pass of cf-discovery --once; its wall time and its summary's numbers."""
-    env = {
-        **os.environ,
-        "CF_API": platform.url,
-        "CF_CLIENT_ID": platform.client_id,
-        "CF_CLIENT_SECRET": platform.client_secret,
-        "CF_FOUNDATION": FOUNDATION,
-    }
+    env = platform.discovery_environment(CF_FOUNDATION=FOUNDATION)
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, DISCOVERY, "--once", "--no-reload", "--scheme=http", "--output", output],

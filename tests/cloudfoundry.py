@@ -41,6 +41,7 @@ import base64
 import contextlib
 import http.server
 import json
+import os
 import re
 import secrets
 import threading
@@ -181,6 +182,16 @@ class CloudFoundry:
 
     def expire_tokens(self):
         self.tokens.clear()
+
+    def discovery_environment(self, **more):
+        """The environment cf-discovery needs to reach this API as its client."""
+        return {
+            **os.environ,
+            "CF_API": self.url,
+            "CF_CLIENT_ID": self.client_id,
+            "CF_CLIENT_SECRET": self.client_secret,
+            **more,
+        }
 
     def api_requests(self):
         return [path for method, path in self.requests if path.startswith("/v3/")]

@@ -50,14 +50,9 @@ def platform():
 
 
 def environment(platform, **environ):
-    return {
-        **os.environ,
-        "CF_API": platform.url,
-        "CF_CLIENT_ID": platform.client_id,
-        "CF_CLIENT_SECRET": SECRET,
-        "CF_FOUNDATION": FOUNDATION,
-        **environ,
-    }
+    """As the client was first given its secret: the tests rotate the platform's."""
+    settings = {"CF_CLIENT_SECRET": SECRET, "CF_FOUNDATION": FOUNDATION, **environ}
+    return platform.discovery_environment(**settings)
 
 
 def discovery(project, python, platform, output, *arguments, **environ):

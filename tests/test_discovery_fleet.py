@@ -5,7 +5,6 @@ the alerts on discovery itself, live."""
 
 import contextlib
 import http.server
-import os
 import re
 import subprocess
 import threading
@@ -143,13 +142,7 @@ def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_
                 f"--prometheus={prometheus.url}",
                 f"--metrics-address=127.0.0.1:{discovery_port}",
             ],
-            env={
-                **os.environ,
-                "CF_API": platform.url,
-                "CF_CLIENT_ID": platform.client_id,
-                "CF_CLIENT_SECRET": platform.client_secret,
-                "CF_FOUNDATION": "lab",
-            },
+            env=platform.discovery_environment(CF_FOUNDATION="lab"),
             stderr=log,
         )
         stack.callback(discovery.wait, 15)

@@ -37,13 +37,7 @@ def platform():
 
 
 def environ(platform, **more):
-    return {
-        **os.environ,
-        "CF_API": platform.url,
-        "CF_CLIENT_ID": platform.client_id,
-        "CF_CLIENT_SECRET": platform.client_secret,
-        **more,
-    }
+    return platform.discovery_environment(**more)
 
 
 def test_the_systemd_unit_passes_systemds_verifier(monitoring, tmp_path):

@@ -5,7 +5,6 @@ CF_CA_CERT; the jobs it writes go through it too (--scrape-proxy-url) trusting
 --scrape-ca-file; the reload goes straight to Prometheus whatever the environment says."""
 
 import contextlib
-import os
 import select
 import socket
 import ssl
@@ -147,11 +146,7 @@ def test_discovery_and_scrapes_through_a_proxy_trusting_only_the_ca_they_are_giv
             )
         )
         environ = {
-            **os.environ,
-            "CF_API": platform.url,
-            "CF_CLIENT_ID": platform.client_id,
-            "CF_CLIENT_SECRET": platform.client_secret,
-            "CF_FOUNDATION": "lab",
+            **platform.discovery_environment(CF_FOUNDATION="lab"),
             # Every request through the proxy: Prometheus's address too, for the reload.
             "HTTPS_PROXY": proxy,
             "https_proxy": proxy,

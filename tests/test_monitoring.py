@@ -367,12 +367,7 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
                 f"--prometheus={prometheus.url}",
                 f"--metrics-address=127.0.0.1:{discovery_port}",
             ],
-            env={
-                **os.environ,
-                "CF_API": platform.url,
-                "CF_CLIENT_ID": platform.client_id,
-                "CF_CLIENT_SECRET": platform.client_secret,
-            },
+            env=platform.discovery_environment(),
             stderr=discovery_log,
         )
         stack.callback(discovery.wait, 15)
