@@ -145,24 +145,24 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     assert code == 0, log
     found = jobs(output)
     assert len(found) == 3 + 1 + 2 + 3
-    first = found[f"cf-{payments}-0"]
+    first = found[f"cf-lab-{payments}-0"]
     assert first == {
-        "job_name": f"cf-{payments}-0",
+        "job_name": f"cf-lab-{payments}-0",
         "scheme": "https",
         "metrics_path": "/internal/metrics",
         "http_headers": {"X-CF-APP-INSTANCE": {"values": [f"{payments}:0"]}},
         "authorization": {"type": "Bearer", "credentials": payments},
         "file_sd_configs": [{"files": [first["file_sd_configs"][0]["files"][0]]}],
         "relabel_configs": [
-            {"source_labels": ["__cf_job"], "regex": f"cf-{payments}-0", "action": "keep"}
+            {"source_labels": ["__cf_job"], "regex": f"cf-lab-{payments}-0", "action": "keep"}
         ],
         "keep_dropped_targets": 1,
     }
     assert re.fullmatch(r"cf-lab-\d\d\.json", first["file_sd_configs"][0]["files"][0])
-    assert kept(output, f"cf-{payments}-0") == {
+    assert kept(output, f"cf-lab-{payments}-0") == {
         "targets": ["payments.apps.example.com"],
         "labels": {
-            "__cf_job": f"cf-{payments}-0",
+            "__cf_job": f"cf-lab-{payments}-0",
             "job": "payments-api",
             "instance": "payments-api/0",
             "cf_foundation": "lab",
@@ -177,9 +177,9 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     assert {name: kept(output, name)["labels"]["__cf_job"] for name in found} == {
         name: name for name in found
     }
-    assert found[f"cf-{staging}-0"]["metrics_path"] == "/metrics", "the default path"
-    assert kept(output, f"cf-{staging}-0")["labels"]["cf_space"] == "staging"
-    assert "authorization" not in found[f"cf-{whitelisted}-1"]
+    assert found[f"cf-lab-{staging}-0"]["metrics_path"] == "/metrics", "the default path"
+    assert kept(output, f"cf-lab-{staging}-0")["labels"]["cf_space"] == "staging"
+    assert "authorization" not in found[f"cf-lab-{whitelisted}-1"]
     # Readable by their owner and group only: they may hold the apps' GUIDs as credentials.
     assert {stat.S_IMODE(path.stat().st_mode) for path in output.glob("cf-*")} == {0o640}
     # 32 files of targets at the most, whatever the fleet's size.
@@ -255,7 +255,7 @@ def test_every_app_not_scraped_is_counted_and_said_with_its_reason(
     assert by_app["shop"]["targets"] == ["shop.apps.example.com"]
     assert by_app["catch-all"]["targets"] == ["catch-all.apps.example.com"]
     assert by_app["handbook"]["targets"] == ["www.example.com"]
-    assert jobs(output)[f"cf-{handbook}-0"]["metrics_path"] == "/handbook/metrics"
+    assert jobs(output)[f"cf-lab-{handbook}-0"]["metrics_path"] == "/handbook/metrics"
     assert by_app["shop-venerable"]["labels"]["job"] == "shop", "a blue-green deploy's old app"
     assert by_app["pay-v2"]["labels"]["job"] == "payments"
 
@@ -287,6 +287,8 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     code, log = discovery(project, project_python, platform, output)
     assert (code, summary(log)) == (0, (2, 2, 0, 3, 0, 5, None))
     assert snapshot(output) == unchanged, "nothing rewritten when nothing changed"
+    state = json.loads((output / ".cf-lab.state.json").read_text())
+    assert state["reload_pending"] is False, "--no-reload: Prometheus reloads by itself"
 
     platform.scale(app, 4)
     platform.delete(gone)
@@ -294,22 +296,24 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     platform.map_route(app, "payments-v2.example.com")
     assert discovery(project, project_python, platform, output)[0] == 0
     assert (output / "my-own-jobs.yml").read_text() == "scrape_configs: []\n", "never another's"
-    assert {kept(output, f"cf-{app}-{index}")["targets"][0] for index in range(4)} == {
+    assert {kept(output, f"cf-lab-{app}-{index}")["targets"][0] for index in range(4)} == {
         "payments-v2.example.com"
     }
     # A gone instance's target goes at once (its series end); its job stays a while.
-    assert kept(output, f"cf-{gone}-0") is None
-    assert set(jobs(output)) == {f"cf-{app}-{index}" for index in range(4)} | {f"cf-{gone}-0"}
+    assert kept(output, f"cf-lab-{gone}-0") is None
+    assert set(jobs(output)) == {f"cf-lab-{app}-{index}" for index in range(4)} | {
+        f"cf-lab-{gone}-0"
+    }
     expire_retiring(output)
     assert discovery(project, project_python, platform, output)[0] == 0
-    assert set(jobs(output)) == {f"cf-{app}-{index}" for index in range(4)}
+    assert set(jobs(output)) == {f"cf-lab-{app}-{index}" for index in range(4)}
 
     # A rolling deploy: a second web process, scaled up as the first is scaled down.
     platform.scale(app, 1)
     platform.add_web_process(app, 3)
     assert discovery(project, project_python, platform, output)[0] == 0
     live = {name for name in jobs(output) if kept(output, name)}
-    assert live == {f"cf-{app}-{index}" for index in range(3)}, "never left unscraped"
+    assert live == {f"cf-lab-{app}-{index}" for index in range(3)}, "never left unscraped"
 
     platform.scale(app, 0)
     assert discovery(project, project_python, platform, output)[0] == 0
@@ -333,9 +337,9 @@ def test_both_processes_of_a_deploy_are_scraped_by_process_instance(
 
     assert code == 0, log
     assert {name: job["http_headers"] for name, job in jobs(output).items()} == {
-        f"cf-{old}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:0"]}},
-        f"cf-{old}-1": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:1"]}},
-        f"cf-{new}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{new}:0"]}},
+        f"cf-lab-{old}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:0"]}},
+        f"cf-lab-{old}-1": {"X-CF-PROCESS-INSTANCE": {"values": [f"{old}:1"]}},
+        f"cf-lab-{new}-0": {"X-CF-PROCESS-INSTANCE": {"values": [f"{new}:0"]}},
     }
     labels = [kept(output, name)["labels"] for name in jobs(output)]
     assert {(label["cf_process_guid"], label["cf_instance_index"]) for label in labels} == {
@@ -359,7 +363,8 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
 
     assert code == 0, log
     states = [
-        kept(output, f"cf-{app}-{index}")["labels"].get("cf_instance_state") for index in range(3)
+        kept(output, f"cf-lab-{app}-{index}")["labels"].get("cf_instance_state")
+        for index in range(3)
     ]
     assert states == [None, "CRASHED", "STARTING"]
     assert summary(log)[-2] == 5, "no request more: the states come with the processes"
@@ -371,7 +376,8 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
     assert code == 0, log
     assert summary(log)[-2] == 6, "one refused request more"
     assert [
-        kept(output, f"cf-{app}-{index}")["labels"].get("cf_instance_state") for index in range(3)
+        kept(output, f"cf-lab-{app}-{index}")["labels"].get("cf_instance_state")
+        for index in range(3)
     ] == [None, None, None]
 
 
@@ -493,6 +499,41 @@ def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(
         ],
     )
     assert given[0] == 0, given
+
+    # In a loop, a root document without UAA is read again at each pass, until it has one.
+    with looping(project, project_python, platform, output, "--interval=0.2"):
+        deadline = time.monotonic() + 30
+        while len([path for _, path in platform.requests if path == "/"]) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        platform.names_uaa = True
+        while not [path for method, path in platform.requests[3:] if method == "POST"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--scrape-proxy-url=http://proxy.example.com:3128", "--scrape-proxy-from-environment"],
+        ["--metrics-address=9188"],
+        ["--interval=0"],
+    ],
+)
+def test_bad_options_stop_it_before_it_asks_anything(
+    project, project_python, platform, tmp_path, arguments
+):
+    completed = subprocess.run(
+        [project_python, project / "monitoring" / "cf-discovery", *arguments],
+        env=environment(platform),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "cf-discovery: error:" in completed.stderr
+    assert platform.requests == []
 
 
 def test_help_names_every_environment_variable_it_reads(project, project_python):
@@ -650,7 +691,8 @@ def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(
         ),
         (
             {"CF_FOUNDATION": "eu/west"},
-            "CF_FOUNDATION='eu/west' must be letters, digits, '.', '_' and '-' (at most 63)",
+            "CF_FOUNDATION='eu/west' must be letters, digits, '.', '_' and '-' (at most 63),"
+            " and not a GUID",
         ),
         (
             {"CF_CA_CERT": "/nonexistent/ca.pem"},
@@ -696,9 +738,9 @@ def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
             time.sleep(1)
             second = discovery(project, project_python, platform, output)
 
-    assert set(jobs(output)) == {f"cf-{app}-0", f"cf-{app}-1"}
-    assert set(jobs(output, "eu")) == {f"cf-{other_app}-0"}
-    assert kept(output, f"cf-{other_app}-0", "eu")["labels"]["cf_foundation"] == "eu"
+    assert set(jobs(output)) == {f"cf-lab-{app}-0", f"cf-lab-{app}-1"}
+    assert set(jobs(output, "eu")) == {f"cf-eu-{other_app}-0"}
+    assert kept(output, f"cf-eu-{other_app}-0", "eu")["labels"]["cf_foundation"] == "eu"
     assert second == (
         2,
         [
@@ -706,6 +748,29 @@ def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
             " give each foundation its own CF_FOUNDATION"
         ],
     )
+
+
+def test_a_foundations_former_name_leaves_no_files_behind(
+    project, project_python, platform, tmp_path
+):
+    """CF_FOUNDATION changed: the files of the old name, for the same API, go (else
+    Prometheus would scrape every instance twice); another API's stay."""
+    app = platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    output = tmp_path / "cf-targets"
+    with cloudfoundry_api(CloudFoundry(client_secret=SECRET)) as other:
+        other.push(
+            "ledger", other.space("live", other.organization("eu")), "l.example.com", 1, LABELS
+        )
+        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
+    assert discovery(project, project_python, platform, output, CF_FOUNDATION="old")[0] == 0
+
+    code, log = discovery(project, project_python, platform, output)
+
+    assert code == 0, log
+    assert log[0] == "removed the files of foundation 'old', this API's former CF_FOUNDATION"
+    assert sorted(path.name for path in output.glob("cf-*.yml")) == ["cf-eu.yml", "cf-lab.yml"]
+    assert not list(output.glob("*old*"))
+    assert set(jobs(output)) == {f"cf-lab-{app}-0"}
 
 
 def test_the_files_take_the_group_of_a_set_group_id_directory(
