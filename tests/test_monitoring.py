@@ -361,7 +361,7 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
             [
                 project_python,
                 monitoring / "cf-discovery",
-                "--interval=1",
+                "--interval=0.5",
                 "--timeout=2",
                 "--scheme=http",
                 f"--prometheus={prometheus.url}",
