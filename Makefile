@@ -15,7 +15,7 @@ $(VENV)/installed: requirements-test.txt
 	touch $@
 
 # The template's own Python; the project directory is Jinja until baked, so it is left out.
-LINTED := hooks tests bench local_extensions.py
+LINTED := hooks tests bench local_extensions.py flask-cf-prometheus
 
 # Grafana's published dashboard types, pinned in tests/grafana, for the dashboard's type
 # check; npm ci checks every package against the lock's integrity sums. Without npm
@@ -41,11 +41,21 @@ test: $(VENV)/installed grafana-types
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/pytest
 
-run: $(VENV)/installed
+# The kit's wheel, built from this checkout: a service baked from a local checkout pins
+# the kit's version, which pip finds here (README.md, The kit).
+KIT := flask-cf-prometheus
+KIT_WHEELS := build/kit-wheels
+
+$(KIT_WHEELS)/.built: $(VENV)/installed $(KIT)/pyproject.toml $(shell find $(KIT)/src -name '*.py')
+	rm -rf $(KIT_WHEELS)
+	$(VENV)/bin/pip wheel --quiet --no-build-isolation --no-deps --wheel-dir $(KIT_WHEELS) ./$(KIT)
+	touch $@
+
+run: $(VENV)/installed $(KIT_WHEELS)/.built
 	rm -rf $(SERVICE)
 	$(VENV)/bin/cookiecutter --no-input --output-dir build .
 	$(PYTHON) -m venv $(SERVICE)/.venv
-	$(SERVICE)/.venv/bin/pip install --quiet -r $(SERVICE)/requirements.txt
+	$(SERVICE)/.venv/bin/pip install --quiet --find-links $(KIT_WHEELS) -r $(SERVICE)/requirements.txt
 	cd $(SERVICE) && .venv/bin/python -m payments_api --bind 127.0.0.1:$(PORT)
 
 clean:

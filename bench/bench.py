@@ -9,7 +9,7 @@ loads each in interleaved rounds, sync and gthread workers; the medians of reque
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind; the cost of a
-scrape at scale, 2 to 16 workers' files (scrape_scale.py); and monitoring/cf-discovery's
+scrape at scale, 2 to 16 workers' files (scrape_scale.py); and the kit's cf-discovery's
 passes over 500 apps of 4 instances against the Cloud Foundry API stand-in
 (discovery.py).
 
@@ -59,19 +59,20 @@ PARTS = ("throughput", "instructions", "scrape", "scale", "discovery")
 BARE_APP = """
 from flask import Flask
 
+from flask_cf_prometheus._settings import settings_from_environ
+
 from {package} import views
-from {package}.config import settings_from_environ
 
 app = Flask("{package}")
-app.config.from_mapping(settings_from_environ())
+app.config.from_mapping(settings_from_environ(), SERVICE_NAME="{package}")
 app.register_blueprint(views.bp)
 """
 
-# The baked service as it scraped before metric_files.py: prometheus_client's own reader
-# and encoder, which the service falls back to with a prometheus_client it was not
-# proven on. {package} is filled in.
+# The baked service as it scraped before the kit's reader (_metric_files.py):
+# prometheus_client's own reader and encoder, which the kit falls back to with a
+# prometheus_client it was not proven on.
 OLD_READER_APP = """
-from {package} import metric_files
+from flask_cf_prometheus import _metric_files as metric_files
 
 metric_files.PROVEN_VERSIONS = ((0, 0), (0, 0))
 
@@ -581,6 +582,13 @@ def build(workdir):
     environment = workdir / "venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
+    # The kit's wheel from this checkout, which the service's version pin finds.
+    kit_wheels = workdir / "kit-wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
+        + ["--wheel-dir", kit_wheels, TEMPLATE / "flask-cf-prometheus"],
+        check=True,
+    )
     subprocess.run(
         [
             python,
@@ -588,6 +596,8 @@ def build(workdir):
             "pip",
             "install",
             "--quiet",
+            "--find-links",
+            kit_wheels,
             "-r",
             project / "requirements.txt",
             EXPORTER,
@@ -599,7 +609,7 @@ def build(workdir):
     (project / "bare_app.py").write_text(BARE_APP.format(package=package))
     (project / "exporter_app.py").write_text(EXPORTER_APP.format(package=package))
     (project / "gds_metrics_app.py").write_text(GDS_METRICS_APP.format(package=package))
-    (project / "old_reader_app.py").write_text(OLD_READER_APP.format(package=package))
+    (project / "old_reader_app.py").write_text(OLD_READER_APP)
     return [
         App("bare", project, BARE_CONF, "bare_app:app", python),
         App("prometheus-flask-exporter", project, EXPORTER_CONF, "exporter_app:app", python),

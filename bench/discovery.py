@@ -1,4 +1,4 @@
-"""Discovery at scale: monitoring/cf-discovery against the Cloud Foundry API stand-in, and
+"""Discovery at scale: the kit's cf-discovery against the Cloud Foundry API stand-in, and
 what a real Prometheus then holds.
 
 Run by bench.py (the "discovery" part), or alone from the repository's root:
@@ -46,7 +46,8 @@ sys.path.insert(0, str(REPOSITORY))
 
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
 
-DISCOVERY = REPOSITORY / "{{cookiecutter.project_slug}}" / "monitoring" / "cf-discovery"
+# The kit's program, run from this checkout's source: it needs only the standard library.
+DISCOVERY = REPOSITORY / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "discovery.py"
 LABELS = {"prometheus.io/scrape": "true"}
 LOGGED = re.compile(r"; (\d+) targets, (\d+) files changed, (\d+) requests")
 FOUNDATION = "bench"

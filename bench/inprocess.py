@@ -70,18 +70,21 @@ def serve(package, which, requests, router_id):
 def build(package, which):
     """inprocess.py's `which` app. All three are built, in the same order, whichever is
     asked for, so that the runs compared lay out memory alike up to their requests."""
-    factory = __import__(package, fromlist=["create_app", "config", "views"])
+    factory = __import__(package, fromlist=["create_app", "views"])
     from flask import Flask
+    from flask_cf_prometheus import _flask, _settings
 
     bare = Flask(package)
-    bare.config.from_mapping(factory.config.settings_from_environ())
+    bare.config.from_mapping(_settings.settings_from_environ(), SERVICE_NAME=package)
     bare.register_blueprint(factory.views.bp)
     service = factory.create_app()
-    name = f"{package}.middleware"
+    # The kit's Metrics.init_app wraps the app with _flask._middleware: swapped for one
+    # without request ids while the no-ids app is built.
+    name = "flask_cf_prometheus._middleware"
     middleware = sys.modules[name]
-    factory.middleware = without_request_ids(name)
+    _flask._middleware = without_request_ids(name)
     no_ids = factory.create_app()
-    sys.modules[name] = factory.middleware = middleware
+    sys.modules[name] = _flask._middleware = middleware
     return {"bare": bare, "no-ids": no_ids, "service": service}[which]
 
 

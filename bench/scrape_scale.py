@@ -122,7 +122,7 @@ def main():
         for pid in range(1_000_001, 1_000_001 + int(workers)):  # no real worker's pid
             write_worker(pid, int(routes))
         return
-    multiprocess = importlib.import_module(f"{args.package}.multiprocess")
+    multiprocess = importlib.import_module("flask_cf_prometheus._multiprocess")
     print("\nScrape cost in-process: prometheus_client's MultiProcessCollector and")
     print("generate_latest, and the service's collector (first scrape: median of")
     print(f"{FIRST_SCRAPES} fresh collectors; warm: median of {args.repeat}; in turns)")

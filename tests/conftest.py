@@ -1,4 +1,6 @@
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,12 +54,31 @@ def run(command, cwd, **kwargs):
     return completed
 
 
+KIT = TEMPLATE / "flask-cf-prometheus"
+
+
 @pytest.fixture(scope="session")
-def project_python(tmp_path_factory):
+def kit_wheels(tmp_path_factory):
+    """A directory holding the kit's wheel, built from this checkout, for pip's
+    --find-links: what a baked service's `flask-cf-prometheus==` pin installs here.
+
+    Built without build isolation, with the flit_core of requirements-test.txt, so that
+    building needs no index."""
+    wheels = tmp_path_factory.mktemp("kit-wheels")
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
+        + ["--wheel-dir", wheels, KIT],
+        cwd=tmp_path_factory.getbasetemp(),
+    )
+    return wheels
+
+
+@pytest.fixture(scope="session")
+def project_python(tmp_path_factory, kit_wheels):
     """A Python with a default project's requirements-dev.txt installed, shared by all bakes.
 
     Requirements do not depend on the answers (test_requirements_do_not_depend_on_answers),
-    so one environment serves every combination.
+    so one environment serves every combination. The kit comes from this checkout's wheel.
     """
     from cookiecutter.main import cookiecutter
 
@@ -67,10 +88,40 @@ def project_python(tmp_path_factory):
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     run(
-        [python, "-m", "pip", "install", "--quiet", "-r", "requirements-dev.txt"],
+        [python, "-m", "pip", "install", "--quiet", "--find-links", kit_wheels]
+        + ["-r", "requirements-dev.txt"],
         cwd=project,
     )
     return python
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Template Test",
+    "GIT_AUTHOR_EMAIL": "template-test@localhost",
+    "GIT_COMMITTER_NAME": "Template Test",
+    "GIT_COMMITTER_EMAIL": "template-test@localhost",
+}
+
+
+def template_repository(directory):
+    """A git repository holding this checkout's files as they are now, in one commit:
+    what users clone, with whatever this run changes. Its path and commit."""
+    shutil.copytree(
+        TEMPLATE,
+        directory,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", ".*_cache"),
+    )
+    env = {**os.environ, **GIT_IDENTITY}
+    run(["git", "init", "--quiet", "--initial-branch", "main"], cwd=directory, env=env)
+    run(["git", "add", "--all"], cwd=directory, env=env)
+    run(["git", "commit", "--quiet", "--message", "template"], cwd=directory, env=env)
+    commit = run(["git", "rev-parse", "HEAD"], cwd=directory).stdout.strip()
+    return directory, commit
+
+
+def cf_discovery(python):
+    """The kit's cf-discovery console script, in the environment of `python`."""
+    return Path(python).parent / "cf-discovery"
 
 
 @pytest.fixture(scope="session")

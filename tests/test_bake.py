@@ -150,10 +150,12 @@ def test_dependabot_config_is_valid(baked, template_tool):
         cwd=project,
     )
     updates = yaml.safe_load(config.read_text())["updates"]
-    assert {(update["package-ecosystem"], update["directory"]) for update in updates} == {
-        ("pip", "/"),
-        ("github-actions", "/"),
+    where = {
+        (update["package-ecosystem"], directory)
+        for update in updates
+        for directory in update.get("directories", [update.get("directory")])
     }
+    assert where == {("pip", "/"), ("pip", "/monitoring"), ("github-actions", "/")}
 
 
 def test_python_version_reaches_runtime_and_tools(baked):

@@ -1,29 +1,13 @@
 """A generated project stays updatable: cruft can create it and check it against the template."""
 
 import os
-import shutil
 
-from .conftest import TEMPLATE, run
-
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Template Test",
-    "GIT_AUTHOR_EMAIL": "template-test@localhost",
-    "GIT_COMMITTER_NAME": "Template Test",
-    "GIT_COMMITTER_EMAIL": "template-test@localhost",
-}
+from .conftest import GIT_IDENTITY, run, template_repository
 
 
 def test_cruft_create_then_check(tmp_path, template_tool):
-    template = tmp_path / "template"
-    shutil.copytree(
-        TEMPLATE,
-        template,
-        ignore=shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", ".*_cache"),
-    )
+    template, _ = template_repository(tmp_path / "template")
     env = {**os.environ, **GIT_IDENTITY}
-    run(["git", "init", "--quiet", "--initial-branch", "main"], cwd=template, env=env)
-    run(["git", "add", "--all"], cwd=template, env=env)
-    run(["git", "commit", "--quiet", "--message", "template"], cwd=template, env=env)
     output = tmp_path / "output"
     output.mkdir()
 

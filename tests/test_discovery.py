@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import bake, run
+from .conftest import KIT, bake, cf_discovery, run
 from .service import free_loopback_port
 from .tools import require
 
@@ -61,7 +61,7 @@ def discovery(project, python, platform, output, *arguments, **environ):
     if not any(argument.startswith("--prometheus") for argument in arguments):
         arguments = ("--no-reload", *arguments)
     completed = subprocess.run(
-        [python, project / "monitoring" / "cf-discovery", "--once", "--output", output, *arguments],
+        [cf_discovery(python), "--once", "--output", output, *arguments],
         env=environment(platform, **environ),
         capture_output=True,
         text=True,
@@ -524,7 +524,7 @@ def test_bad_options_stop_it_before_it_asks_anything(
     project, project_python, platform, tmp_path, arguments
 ):
     completed = subprocess.run(
-        [project_python, project / "monitoring" / "cf-discovery", *arguments],
+        [cf_discovery(project_python), *arguments],
         env=environment(platform),
         capture_output=True,
         text=True,
@@ -537,12 +537,12 @@ def test_bad_options_stop_it_before_it_asks_anything(
 
 
 def test_help_names_every_environment_variable_it_reads(project, project_python):
-    source = (project / "monitoring" / "cf-discovery").read_text()
+    source = (KIT / "src" / "flask_cf_prometheus" / "discovery.py").read_text()
     read = set(re.findall(r"environ\.get\(\"([A-Z_]+)\"", source))
     read |= {f"{name}_FILE" for name in re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source)}
     read |= set(re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source))
 
-    helped = run([project_python, project / "monitoring" / "cf-discovery", "--help"], cwd=project)
+    helped = run([cf_discovery(project_python), "--help"], cwd=project)
 
     assert read >= {"CF_API", "CF_CLIENT_ID", "CF_CLIENT_SECRET", "CF_CLIENT_SECRET_FILE"}
     assert {name for name in read if name not in helped.stdout} == set()
@@ -555,7 +555,7 @@ def looping(project, python, platform, output, *arguments, **environ):
     namespace."""
     log_path = output.parent / "cf-discovery.log"
     with log_path.open("w") as log:
-        command = [python, project / "monitoring" / "cf-discovery", "--output", output]
+        command = [cf_discovery(python), "--output", output]
         if not any(argument.startswith("--metrics-address") for argument in arguments):
             command.append(f"--metrics-address=127.0.0.1:{free_loopback_port()}")
         if not any(argument.startswith("--prometheus") for argument in arguments):

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import bake
+from .conftest import bake, cf_discovery
 from .service import free_loopback_port
 from .test_monitoring import run_prometheus
 
@@ -134,8 +134,8 @@ def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_
         log = stack.enter_context((tmp_path / "cf-discovery.log").open("w"))
         discovery = subprocess.Popen(
             [
-                project_python,
-                monitoring / "cf-discovery",
+                cf_discovery(project_python),
+                f"--output={monitoring / 'cf-targets'}",
                 "--interval=2",
                 "--scheme=http",
                 "--instance-header=process",

@@ -1,4 +1,4 @@
-"""Where cf-discovery runs in production, as monitoring/deploy/ has it: a systemd unit,
+"""Where cf-discovery runs in production, as the kit's deploy/ has it: a systemd unit,
 a container image, and a Prometheus app on Cloud Foundry with cf-discovery as its
 sidecar. Cloud Foundry and a container builder cannot run here: the manifest is checked
 against the platform's schema, each home's command line is run against the API
@@ -10,15 +10,18 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import TEMPLATE, bake, run
+from .conftest import KIT, TEMPLATE, bake, cf_discovery, run
 from .tools import require
 
+DEPLOY = KIT / "deploy"
+# Where the systemd unit's comment installs the kit.
+INSTALLED = "/opt/cf-discovery/bin/cf-discovery"
 MANIFEST_SCHEMA = TEMPLATE / "tests" / "schemas" / "cloudfoundry-application-manifest.json"
 LABELS = {"prometheus.io/scrape": "true"}
 
@@ -40,11 +43,12 @@ def environ(platform, **more):
     return platform.discovery_environment(**more)
 
 
-def test_the_systemd_unit_passes_systemds_verifier(monitoring, tmp_path):
-    unit = (monitoring / "deploy" / "cf-discovery.service").read_text()
-    # Where the README installs it, the baked program here: verify checks it can run it.
+def test_the_systemd_unit_passes_systemds_verifier(project_python, tmp_path):
+    unit = (DEPLOY / "cf-discovery.service").read_text()
+    # Where the unit's comment installs it, the wheel's console script here: verify checks
+    # that it can run it.
     copy = tmp_path / "cf-discovery.service"
-    copy.write_text(unit.replace("/usr/local/bin/cf-discovery", str(monitoring / "cf-discovery")))
+    copy.write_text(unit.replace(INSTALLED, str(cf_discovery(project_python))))
 
     checked = run([require("systemd-analyze"), "verify", str(copy)], cwd=tmp_path)
 
@@ -57,17 +61,18 @@ def test_the_systemd_unit_passes_systemds_verifier(monitoring, tmp_path):
     assert "SECRET=" not in unit.replace("SECRET_FILE=", "")
 
 
-def test_the_systemd_units_command_runs_as_written(monitoring, platform, tmp_path):
+def test_the_systemd_units_command_runs_as_written(project_python, platform, tmp_path):
     """Its ExecStart, with --once added, against the stand-in: the files appear in its
     state directory, group-readable, and the secret comes from the credential file."""
-    unit = (monitoring / "deploy" / "cf-discovery.service").read_text()
+    unit = (DEPLOY / "cf-discovery.service").read_text()
     [command] = [
         line[len("ExecStart=") :] for line in unit.splitlines() if line.startswith("ExecStart=")
     ]
     arguments = shlex.split(command)
-    assert arguments[0] == "/usr/local/bin/cf-discovery"
+    assert arguments[0] == INSTALLED
+    assert f"#   python3 -m venv {Path(INSTALLED).parents[1]}\n" in unit, "installed as it says"
     state = tmp_path / "var-lib-cf-discovery"
-    arguments = [str(monitoring / "cf-discovery"), *arguments[1:], "--once", "--no-reload"]
+    arguments = [str(cf_discovery(project_python)), *arguments[1:], "--once", "--no-reload"]
     arguments = [argument.replace("/var/lib/cf-discovery", str(state)) for argument in arguments]
     credentials = tmp_path / "credentials"
     credentials.mkdir()
@@ -90,15 +95,15 @@ def test_the_systemd_units_command_runs_as_written(monitoring, platform, tmp_pat
     assert (state / "cf-127.0.0.1.yml").exists(), "the API's host names the foundation"
 
 
-def test_the_container_images_entrypoint_runs_as_written(monitoring, platform, tmp_path):
-    text = (monitoring / "deploy" / "Containerfile").read_text()
+def test_the_container_images_entrypoint_runs_as_written(project_python, platform, tmp_path):
+    text = (DEPLOY / "Containerfile").read_text()
     [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", text, re.MULTILINE)
     arguments = json.loads(entrypoint)
     assert arguments[0] == "cf-discovery"
-    assert re.search(r"^COPY --chmod=0755 cf-discovery /usr/local/bin/cf-discovery$", text, re.M)
+    assert re.search(r"^RUN pip install --no-cache-dir /src/flask-cf-prometheus ", text, re.M)
     assert re.search(r"^USER 65534:65534$", text, re.MULTILINE), "never root"
     output = tmp_path / "cf-targets"
-    arguments = [monitoring / "cf-discovery", *arguments[1:], "--once", "--no-reload"]
+    arguments = [cf_discovery(project_python), *arguments[1:], "--once", "--no-reload"]
     arguments = [str(argument).replace("/cf-targets", str(output)) for argument in arguments]
 
     completed = subprocess.run(
@@ -109,7 +114,7 @@ def test_the_container_images_entrypoint_runs_as_written(monitoring, platform, t
     assert list(output.glob("cf-*.yml"))
 
 
-def test_the_container_image_builds(monitoring, tmp_path):
+def test_the_container_image_builds(tmp_path):
     """Only where a builder runs and can fetch the python image: neither Docker's daemon
     nor a registry of images can be reached from this project's machines."""
     docker = shutil.which("docker")
@@ -120,7 +125,7 @@ def test_the_container_image_builds(monitoring, tmp_path):
         pytest.skip(f"docker cannot build here: {info.stderr.strip().splitlines()[-1]}")
     tag = f"cf-discovery-test:{os.getpid()}"
     built = run(
-        [docker, "build", "-f", monitoring / "deploy" / "Containerfile", "-t", tag, monitoring],
+        [docker, "build", "-f", DEPLOY / "Containerfile", "-t", tag, KIT],
         cwd=tmp_path,
     )
     try:
@@ -150,17 +155,21 @@ def test_the_prometheus_app_manifest_is_valid_and_holds_no_secret(monitoring, te
 
 
 def test_the_prometheus_app_runs_its_sidecars_command_and_loads_what_it_writes(
-    monitoring, platform, tmp_path
+    monitoring, project_python, platform, tmp_path
 ):
-    """The sidecar's command, from the app's root (monitoring/), writes cf-targets/ as
-    the app's Prometheus configuration includes it; promtool accepts the whole."""
+    """The sidecar's command, from the app's root (monitoring/), with the kit its
+    requirements.txt pins, writes cf-targets/ as the app's Prometheus configuration
+    includes it; promtool accepts the whole."""
     [app] = yaml.safe_load((monitoring / "deploy" / "cloudfoundry.yml").read_text())["applications"]
     [sidecar] = app["sidecars"]
     arguments = shlex.split(sidecar["command"])
-    assert arguments[:2] == ["exec", "python3"]
+    assert arguments[:2] == ["exec", "cf-discovery"]
+    service = (monitoring.parent / "requirements.txt").read_text().splitlines()
+    [kit] = [line for line in service if line.startswith("flask-cf-prometheus")]
+    assert kit in (monitoring / "requirements.txt").read_text().splitlines(), "pinned alike"
     try:
         completed = subprocess.run(
-            [sys.executable, *arguments[2:], "--once", "--no-reload"],
+            [cf_discovery(project_python), *arguments[2:], "--once", "--no-reload"],
             cwd=monitoring,
             env=environ(platform, CF_FOUNDATION=app["env"]["CF_FOUNDATION"]),
             capture_output=True,

@@ -13,7 +13,7 @@ import threading
 import time
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import bake, run
+from .conftest import cf_discovery, run
 from .prometheus_server import running_prometheus
 from .service import free_loopback_port
 from .test_discovery_fleet import fleet_router
@@ -110,9 +110,8 @@ def connect_proxy():
 
 
 def test_discovery_and_scrapes_through_a_proxy_trusting_only_the_ca_they_are_given(
-    cookies, project_python, tmp_path
+    project_python, tmp_path
 ):
-    project = bake(cookies)
     ca, certificate, key = certificates(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(certificate, key)
@@ -156,8 +155,7 @@ def test_discovery_and_scrapes_through_a_proxy_trusting_only_the_ca_they_are_giv
         environ.pop("NO_PROXY", None)
         environ.pop("no_proxy", None)
         command = [
-            project_python,
-            project / "monitoring" / "cf-discovery",
+            cf_discovery(project_python),
             "--once",
             f"--output={output}",
             f"--prometheus={prometheus.url}",

@@ -6,13 +6,19 @@ import re
 import pytest
 import yaml
 
-from .conftest import bake, run
+from .conftest import KIT, bake, run
 
-# Keys that middleware.py reads from each request's WSGI environ, not settings.
+# What a service runs of the kit: all of it but cf-discovery, whose --help documents it.
+KIT_MODULES = [
+    path
+    for path in (KIT / "src" / "flask_cf_prometheus").glob("*.py")
+    if path.name != "discovery.py"
+]
+# Keys that the kit's middleware reads from each request's WSGI environ, not settings.
 WSGI_ENVIRON_KEYS = {"PATH_INFO", "REQUEST_METHOD", "HTTP_X_VCAP_REQUEST_ID", "HTTP_TRACEPARENT"}
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
-# os.environ.get("X"), os.environ["X"], config.py's helpers: _text(environ, "X"), and
-# gunicorn.conf.py's: _whole_number("X", ...) and _choice("X", ...).
+# os.environ.get("X"), os.environ["X"], and the kit's helpers: _text(environ, "X"),
+# _whole_number(environ, "X", ...) and _choice(environ, "X", ...).
 ENVIRONMENT_READ = re.compile(
     r"""(?:environ\.get\(|environ\[|_\w+\(environ, |_whole_number\(|_choice\()"""
     r"""["']([A-Z][A-Z0-9_]+)"""
@@ -31,7 +37,7 @@ def project(request, cookies):
 def test_every_variable_the_service_reads_is_documented(project):
     path, _ = project
     readme = (path / "README.md").read_text()
-    sources = [path / "gunicorn.conf.py", *(path / "payments_api").glob("*.py")]
+    sources = [path / "gunicorn.conf.py", *(path / "payments_api").glob("*.py"), *KIT_MODULES]
     variables = {
         name for source in sources for name in ENVIRONMENT_READ.findall(source.read_text())
     }
@@ -60,7 +66,11 @@ def test_every_setting_the_readme_documents_is_read(project):
     readme = (path / "README.md").read_text()
     sources = "".join(
         source.read_text()
-        for source in [path / "gunicorn.conf.py", *(path / "payments_api").glob("*.py")]
+        for source in [
+            path / "gunicorn.conf.py",
+            *(path / "payments_api").glob("*.py"),
+            *KIT_MODULES,
+        ]
     )
     documented = table_column(readme, "Variable")
 
@@ -88,7 +98,7 @@ def test_every_metric_the_readme_names_is_exported_and_every_one_named(project):
     readme = (path / "README.md").read_text()
     exported = {
         f"{name}_total" if kind == "Counter" else name
-        for source in (path / "payments_api").glob("*.py")
+        for source in [*(path / "payments_api").glob("*.py"), *KIT_MODULES]
         for kind, name in metrics_made(source.read_text())
     }
     documented = set(table_column(readme, "Metric"))

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import TEMPLATE, bake, bake_with_views, run
+from .conftest import TEMPLATE, bake, bake_with_views, cf_discovery, run
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
 from .prometheus_server import prometheus_scraping, running_prometheus
@@ -359,8 +359,8 @@ def test_discovery_keeps_every_cloudfoundry_instance_scraped_as_the_fleet_change
         stack.callback(discovery_log.close)
         discovery = subprocess.Popen(
             [
-                project_python,
-                monitoring / "cf-discovery",
+                cf_discovery(project_python),
+                f"--output={monitoring / 'cf-targets'}",
                 "--interval=0.5",
                 "--timeout=2",
                 "--scheme=http",

@@ -1,5 +1,6 @@
 """Every Python the python_version prompt offers runs the service baked for it: the
-baked suite and ruff pass under that interpreter, `python3.X` on PATH.
+baked suite and ruff pass under that interpreter, `python3.X` on PATH; and the kit's own
+suite passes under it, against the kit's wheel as a service installs it.
 
 .ci/run provides each one; locally a missing one is skipped with what to install.
 """
@@ -11,13 +12,13 @@ import pytest
 import yaml
 
 from . import tools
-from .conftest import TEMPLATE, bake, run
+from .conftest import KIT, TEMPLATE, bake, run
 
 OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
 
 
 @pytest.mark.parametrize("version", OFFERED)
-def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, version):
+def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, kit_wheels, version):
     interpreter = tools.python(version)
     project = bake(cookies, python_version=version)
     environment = tmp_path / "venv"
@@ -27,7 +28,7 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, ver
     python = environment / "bin" / "python"
     run(
         [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
-        + ["-r", "requirements-dev.txt"],
+        + ["--find-links", kit_wheels, "-r", "requirements-dev.txt"],
         cwd=project,
     )
     ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
@@ -37,6 +38,30 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, ver
     assert " passed" in ran.stdout, ran.stdout
     assert " skipped" not in ran.stdout, ran.stdout
     tools.PYTHONS[version] += f": {ran.stdout.strip().splitlines()[-1]}"
+
+
+@pytest.mark.parametrize("version", OFFERED)
+def test_the_kits_suite_passes_under_each_offered_python(tmp_path, kit_wheels, version):
+    interpreter = tools.python(version)
+    environment = tmp_path / "venv"
+    run([interpreter, "-m", "venv", "--without-pip", environment], cwd=tmp_path)
+    python = environment / "bin" / "python"
+    [wheel] = kit_wheels.glob("*.whl")
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel]
+        + ["-r", KIT / "requirements-test.txt"],
+        cwd=tmp_path,
+    )
+    # From the kit's directory, whose src/ layout keeps the checkout off sys.path: the
+    # tests import the installed wheel.
+    ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=KIT)
+    imported = run(
+        [python, "-c", "import flask_cf_prometheus; print(flask_cf_prometheus.__file__)"], cwd=KIT
+    )
+
+    assert " passed" in ran.stdout, ran.stdout
+    assert " skipped" not in ran.stdout, ran.stdout
+    assert imported.stdout.startswith(str(environment)), imported.stdout
 
 
 def test_the_templates_own_workflow_runs_ci_under_each_offered_python(template_tool):

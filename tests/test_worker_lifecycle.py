@@ -39,7 +39,7 @@ def project(cookies):
 READ_EXITS = """
 import sys
 from prometheus_client import CollectorRegistry, generate_latest
-from payments_api.multiprocess import LockedCollector
+from flask_cf_prometheus._multiprocess import LockedCollector
 
 registry = CollectorRegistry()
 registry.register(LockedCollector(sys.argv[1]))

@@ -1,9 +1,9 @@
 """The WSGI entry point that gunicorn serves (see the package's __main__.py)."""
 
+from flask_cf_prometheus import ConfigError
 from gunicorn.errors import AppImportError
 
 from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.config import ConfigError
 
 try:
     app = create_app()

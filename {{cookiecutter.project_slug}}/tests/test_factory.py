@@ -2,9 +2,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from flask_cf_prometheus import ConfigError
+from prometheus_client import REGISTRY
 
 from {{ cookiecutter.package_name }} import __version__, create_app
-from {{ cookiecutter.package_name }}.config import ConfigError
 
 
 def test_config_argument_overrides_settings():
@@ -59,3 +60,34 @@ def test_a_blank_metrics_directory_stops_start_up_outside_gunicorn(monkeypatch, 
         create_app()
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_metrics_endpoint_is_where_and_as_protected_as_chosen(client):
+    response = client.get({{ cookiecutter.metrics_path | tojson }})
+{%- if cookiecutter.metrics_auth == "basic_auth" %}
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+{%- else %}
+
+    # No address is whitelisted until METRICS_IP_WHITELIST names one.
+    assert response.status_code == 403
+{%- endif %}
+
+
+def test_app_info_names_this_service():
+    create_app()
+
+    labels = {
+        "name": {{ cookiecutter.project_slug | tojson }},
+        "version": __version__,
+    }
+    info = [
+        sample.labels
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "app_info"
+    ]
+    assert [{key: value for key, value in sample.items() if key in labels} for sample in info] == [
+        labels
+    ]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Keep Prometheus's scrape jobs equal to the Cloud Foundry fleet.
 
 Every app labelled prometheus.io/scrape=true that the client can see is scraped on each
@@ -80,7 +79,6 @@ FOUNDATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # app, one of targets per instance. Removed wherever found: Prometheus would refuse
 # their jobs beside the same jobs in cf-<foundation>.yml.
 LEGACY_FILE = re.compile(r"cf-[0-9a-f-]{36}(-\d+\.json|\.yml)")
-MONITORING = Path(__file__).resolve().parent
 ENVIRONMENT = """\
 environment:
   CF_API                  the API's URL, e.g. https://api.example.com (required)
@@ -967,8 +965,8 @@ def arguments(argv):
     parser.add_argument(
         "--output",
         type=Path,
-        default=MONITORING / "cf-targets",
-        help="directory of the files (default: cf-targets/ beside this program)",
+        default=Path("cf-targets"),
+        help="directory of the files (default: cf-targets/ in the working directory)",
     )
     parser.add_argument(
         "--prometheus",

@@ -15,7 +15,7 @@ with prometheus_client's own encoder, and checks that it said the same as the en
 would with the values in; a scrape then adds only the values, formatted by the
 encoder's own `floatToGoString`.
 
-The file format (prometheus_client's mmap_dict.py) and the merge (multiprocess.py) are
+The file format (prometheus_client's mmap_dict.py) and the merge (_multiprocess.py) are
 prometheus_client's internals: all this service knows of them is here, proven against the
 installed prometheus_client by tests/test_metric_files.py, and used only with the
 versions in PROVEN_VERSIONS. With any other, `Reader.for_installed_version` says so once
@@ -171,7 +171,7 @@ class Reader:
         a file, or is empty (a worker makes its file, then sizes it), is passed over.
 
         `generation` changes whenever a file may have been removed or replaced since
-        (multiprocess.py changes it at every fold): until it does, a file with the
+        (_multiprocess.py changes it at every fold): until it does, a file with the
         device and inode of a file read before is that file, grown at most, since
         prometheus_client's writer only appends keys; once it does, each file's keys
         are checked against what was parsed before they are trusted again."""

@@ -6,11 +6,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.process_collector import ProcessCollector
 
-from {{ cookiecutter.package_name }} import (
-    __version__,
-    create_app,
-    metrics,
-)
+from flask_cf_prometheus import _metrics as metrics
+
+from .service import VERSION, create_app
 
 METRICS_PATH = "/metrics"
 TOKEN = "scrape-token"
@@ -160,7 +158,7 @@ def test_scrapes_spelt_otherwise_are_not_counted_either(client, spelling):
 def test_app_info(app):
     labels = {
         "name": app.config["SERVICE_NAME"],
-        "version": __version__,
+        "version": VERSION,
         "python_version": platform.python_version(),
     }
     assert sample("app_info", **labels) == 1

@@ -4,14 +4,15 @@ import logging
 
 import pytest
 
-from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.config import (
+from flask_cf_prometheus._auth import (
+    client_address,
+)
+from flask_cf_prometheus._settings import (
     DEFAULT_TRUSTED_PROXIES,
     settings_from_environ,
 )
-from {{ cookiecutter.package_name }}.metrics_auth import (
-    client_address,
-)
+
+from .service import create_app
 
 APP_ID = "0f4a1c9e-6d1b-4f7e-9a57-3c2d8e1b5a60"
 TOKEN = "shared-scrape-token"

@@ -1,9 +1,9 @@
 """Logs: one JSON object per line, tied to the Cloud Foundry router's request ids.
 
-gunicorn.conf.py hands `logging_config()` to gunicorn, so that its access log, its own
+gunicorn.py hands `logging_config()` to gunicorn, so that its access log, its own
 messages and the app's logging all go out through `JsonFormatter` (or, with
 LOG_FORMAT=text, plain lines). Each line logged while serving a request carries the ids
-middleware.py gave it.
+_middleware.py gave it.
 """
 
 import json
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from flask import has_request_context, request
 
-# Where middleware.py keeps a request's ids, and the rule Flask matched, in the environ.
+# Where _middleware.py keeps a request's ids, and the rule Flask matched, in the environ.
 REQUEST_ID_KEY = "service.request_id"
 TRACE_ID_KEY = "service.trace_id"
 RULE_KEY = "service.url_rule"

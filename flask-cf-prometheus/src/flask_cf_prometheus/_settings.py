@@ -1,9 +1,10 @@
 """Settings, each read from one environment variable with a default.
 
-Every setting the service reads is parsed here, by one set of helpers, and checked before
-gunicorn starts a worker (__main__.py, gunicorn.conf.py) and again by `create_app()`. A
-bad value raises ConfigError, whose message is one line naming the variable, the value
-and the rule. A blank value (empty, or spaces) is the same as unset: the default.
+Every setting the kit reads is parsed here, by one set of helpers, and checked before
+gunicorn starts a worker (launcher.py, gunicorn.py) and again when the app is built
+(`Metrics.init_app`). A bad value raises ConfigError, whose message is one line naming
+the variable, the value and the rule. A blank value (empty, or spaces) is the same as
+unset: the default.
 """
 
 import ipaddress
@@ -12,10 +13,7 @@ import os
 import re
 from pathlib import Path
 
-# Defaults chosen when the project was generated.
-DEFAULT_METRICS_PATH = {{ cookiecutter.metrics_path | tojson }}
-DEFAULT_METRICS_BASIC_AUTH = {{ "True" if cookiecutter.metrics_auth == "basic_auth" else "False" }}
-
+DEFAULT_METRICS_PATH = "/metrics"
 METRICS_PATH_PATTERN = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 # gunicorn refuses request lines over 4094 bytes; a path this long leaves room for the rest.
 METRICS_PATH_MAX_LENGTH = 256
@@ -159,16 +157,18 @@ def refuse_blank_metrics_directory(environ=os.environ):
         raise ConfigError(f"{METRICS_DIRECTORY} is set but blank: unset it, or name a directory")
 
 
-def settings_from_environ(environ=os.environ):
-    """The app's settings; a bad value raises ConfigError, so start-up fails closed."""
+def settings_from_environ(
+    environ=os.environ, *, metrics_path=DEFAULT_METRICS_PATH, metrics_basic_auth=True
+):
+    """The app's settings, over the service's defaults for the metrics path and the way
+    the endpoint is protected; a bad value raises ConfigError, so start-up fails closed."""
     username, password = _basic_auth_credentials(environ)
     return {
-        "SERVICE_NAME": {{ cookiecutter.project_slug | tojson }},
         # Cloud Foundry numbers the instances of an app from 0; None when run elsewhere.
         "INSTANCE_INDEX": _whole_number(environ, "CF_INSTANCE_INDEX", None, 0, 9999),
-        "METRICS_PATH": _metrics_path(environ, "PROMETHEUS_METRICS_PATH", DEFAULT_METRICS_PATH),
+        "METRICS_PATH": _metrics_path(environ, "PROMETHEUS_METRICS_PATH", metrics_path),
         # true: the metrics endpoint asks for credentials; false: it checks the client address.
-        "METRICS_BASIC_AUTH": _boolean(environ, "METRICS_BASIC_AUTH", DEFAULT_METRICS_BASIC_AUTH),
+        "METRICS_BASIC_AUTH": _boolean(environ, "METRICS_BASIC_AUTH", metrics_basic_auth),
         "CF_APPLICATION_ID": _application_id(environ),
         "METRICS_BASIC_AUTH_TOKEN": _text(environ, "METRICS_BASIC_AUTH_TOKEN"),
         "METRICS_BASIC_AUTH_USERNAME": username,
@@ -181,7 +181,7 @@ def settings_from_environ(environ=os.environ):
 
 
 def server_settings_from_environ(environ=os.environ):
-    """gunicorn's settings (gunicorn.conf.py), each bounded to what a server can run with."""
+    """gunicorn's settings (gunicorn.py), each bounded to what a server can run with."""
     return {
         # Cloud Foundry sends the app's traffic to $PORT.
         "port": _whole_number(environ, "PORT", 8000, 1, 65535),

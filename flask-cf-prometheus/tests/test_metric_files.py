@@ -22,8 +22,8 @@ from prometheus_client import Counter, Gauge, Histogram, Summary, generate_lates
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict
 
-from {{ cookiecutter.package_name }} import metric_files
-from {{ cookiecutter.package_name }}.multiprocess import (
+from flask_cf_prometheus import _metric_files as metric_files
+from flask_cf_prometheus._multiprocess import (
     LockedCollector,
     _merge_readable,
     mark_worker_dead,

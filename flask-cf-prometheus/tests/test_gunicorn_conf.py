@@ -1,28 +1,32 @@
 import errno
 import logging
 import os
-import runpy
 import shutil
 import struct
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from {{ cookiecutter.package_name }} import (
-    logs,
-    metrics,
-    multiprocess,
-)
-from {{ cookiecutter.package_name }}.multiprocess import (
+from flask_cf_prometheus import _logs as logs
+from flask_cf_prometheus import _metrics as metrics
+from flask_cf_prometheus import _multiprocess as multiprocess
+from flask_cf_prometheus import gunicorn
+from flask_cf_prometheus._multiprocess import (
     LockedCollector,
 )
 
 from .conftest import worker
 
-GUNICORN_CONF = str(Path(__file__).parents[1] / "gunicorn.conf.py")
+HOOKS = (
+    "on_starting",
+    "post_fork",
+    "post_worker_init",
+    "worker_abort",
+    "worker_exit",
+    "child_exit",
+)
 
 
 @pytest.fixture
@@ -38,10 +42,11 @@ def arbiter(workers):
 
 
 def load(**environ):
+    """What gunicorn reads of a service's gunicorn.conf.py: the kit's settings and hooks."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environ.items():
             patch.setenv(name, value)
-        return runpy.run_path(GUNICORN_CONF)
+        return {**gunicorn.settings(), **{hook: getattr(gunicorn, hook) for hook in HOOKS}}
 
 
 def test_defaults(metrics_dir):
@@ -187,7 +192,9 @@ def test_post_fork_exits_the_worker_when_the_disk_has_no_room(metrics_dir, monke
     waits = []
     monkeypatch.setattr(time, "sleep", waits.append)
     conf = load(GUNICORN_TIMEOUT="1")
-    server = SimpleNamespace(log=logging.getLogger("gunicorn.error"))
+    server = SimpleNamespace(
+        log=logging.getLogger("gunicorn.error"), cfg=SimpleNamespace(timeout=1)
+    )
 
     # SystemExit(1), not an exception: gunicorn's master stops on a worker's boot error.
     with pytest.raises(SystemExit) as exited:

@@ -7,7 +7,7 @@ request a call, a closure and a start_response wrapper of its own.
 A request's id is the Cloud Foundry router's `X-Vcap-Request-Id` when it is a plain
 token, else a new one, 16 random bytes in hex; its trace id comes from a W3C
 `traceparent` header, when it is well formed. Both go into the WSGI environ, where
-logs.py finds them for every log line, and the response carries the id back as
+_logs.py finds them for every log line, and the response carries the id back as
 `X-Request-Id`.
 
 Scrapes are not counted: Prometheus records its own scrape duration and success
@@ -19,8 +19,8 @@ import os
 import re
 import time
 
-from .logs import REQUEST_ID_KEY, RULE_KEY, TRACE_ID_KEY
-from .metrics import IN_PROGRESS, count_request
+from ._logs import REQUEST_ID_KEY, RULE_KEY, TRACE_ID_KEY
+from ._metrics import IN_PROGRESS, count_request
 
 # What a request id from a client may look like: the router's is a UUID, and anything
 # else (too long, non-ASCII, control characters) is replaced rather than logged.

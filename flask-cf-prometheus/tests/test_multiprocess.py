@@ -12,8 +12,7 @@ import warnings
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from {{ cookiecutter.package_name }} import create_app
-from {{ cookiecutter.package_name }}.multiprocess import (
+from flask_cf_prometheus._multiprocess import (
     WORKER_FILE_SIZES,
     LockedCollector,
     _locked,
@@ -23,6 +22,7 @@ from {{ cookiecutter.package_name }}.multiprocess import (
 )
 
 from .conftest import worker
+from .service import create_app
 
 BUCKETS = (0.1, 0.5, 1.0)
 

@@ -7,16 +7,15 @@ from types import SimpleNamespace
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from {{ cookiecutter.package_name }} import (
-    create_app,
-)
-from {{ cookiecutter.package_name }}.logs import (
+from flask_cf_prometheus._logs import (
     JsonFormatter,
     logging_config,
 )
-from {{ cookiecutter.package_name }}.middleware import (
+from flask_cf_prometheus._middleware import (
     trace_id_from,
 )
+
+from .service import create_app
 
 ROUTER_ID = "6f1b4a5e-8c1d-4b7a-9d3e-2f6a8b0c1d2e"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -14,7 +14,7 @@ disk is an OSError; a worker's files get theirs before prometheus_client maps th
 spare sets the master allocates ahead when the disk has no room left.
 
 Values are written by prometheus_client's own value class. Scrapes read them with
-metric_files.py, which parses each file once; folds use prometheus_client's own reader,
+_metric_files.py, which parses each file once; folds use prometheus_client's own reader,
 writer and merge.
 """
 
@@ -34,8 +34,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from . import metric_files
-from .config import METRICS_DIRECTORY, ConfigError
+from . import _metric_files as metric_files
+from ._settings import METRICS_DIRECTORY, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _locked(directory, operation):
 
 def _new_generation(lock):
     """Say that files may have been removed or replaced, in the lock file: a scrape then
-    checks that each file it reads holds the keys it parsed before (metric_files.py)."""
+    checks that each file it reads holds the keys it parsed before (_metric_files.py)."""
     os.pwrite(lock, os.urandom(GENERATION_BYTES), 0)
 
 

@@ -3,9 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }}.config import (
-    DEFAULT_METRICS_BASIC_AUTH,
-    DEFAULT_METRICS_PATH,
+from flask_cf_prometheus._settings import (
     METRICS_PATH_MAX_LENGTH,
     ConfigError,
     check_environ,
@@ -18,9 +16,22 @@ from {{ cookiecutter.package_name }}.config import (
 def test_defaults():
     settings = settings_from_environ({})
 
-    assert settings["METRICS_PATH"] == DEFAULT_METRICS_PATH
-    assert settings["METRICS_BASIC_AUTH"] is DEFAULT_METRICS_BASIC_AUTH
+    assert settings["METRICS_PATH"] == "/metrics"
+    assert settings["METRICS_BASIC_AUTH"] is True
     assert settings["INSTANCE_INDEX"] is None
+
+
+@pytest.mark.parametrize("basic_auth", [True, False])
+def test_the_services_defaults_hold_until_the_environment_says_otherwise(basic_auth):
+    defaults = {"metrics_path": "/internal/metrics", "metrics_basic_auth": basic_auth}
+
+    settings = settings_from_environ({}, **defaults)
+    overridden = settings_from_environ(
+        {"PROMETHEUS_METRICS_PATH": "/m", "METRICS_BASIC_AUTH": str(not basic_auth)}, **defaults
+    )
+
+    assert (settings["METRICS_PATH"], settings["METRICS_BASIC_AUTH"]) == tuple(defaults.values())
+    assert (overridden["METRICS_PATH"], overridden["METRICS_BASIC_AUTH"]) == ("/m", not basic_auth)
 
 
 @pytest.mark.parametrize(

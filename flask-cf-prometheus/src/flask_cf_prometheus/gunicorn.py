@@ -1,0 +1,144 @@
+"""gunicorn's settings and hooks, for a service's gunicorn.conf.py (README.md):
+
+    from flask_cf_prometheus import gunicorn
+    from flask_cf_prometheus.gunicorn import (  # noqa: F401 (gunicorn calls them by name)
+        child_exit, on_starting, post_fork, post_worker_init, worker_abort, worker_exit,
+    )
+
+    globals().update(gunicorn.settings())
+
+`settings()` reads each of gunicorn's settings from an environment variable and checks
+it, with every other setting the kit reads: a bad value stops gunicorn with one line
+that names the variable, the value and the rule. The hooks keep the workers' shared
+metric files exact (_multiprocess.py) and count each worker's exit by its reason.
+"""
+
+import os
+import time
+
+from . import _logs
+from ._settings import METRICS_DIRECTORY, ConfigError, check_environ, metrics_directory
+
+# gunicorn's access log line, for LOG_FORMAT=text; the JSON formatter reads its fields.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({service.request_id}e)s'
+
+
+def settings(environ=os.environ):
+    """gunicorn's settings, by gunicorn's names, from the environment; SystemExit with
+    one line for a bad value or a missing metrics directory."""
+    try:
+        server = check_environ(environ)
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+    # prometheus_client picks single- or multi-process mode when a worker first imports
+    # it, so the metrics directory must be in the environment before then: the manifest
+    # command sets it on Cloud Foundry, and the launcher makes a private one for a local
+    # run.
+    if server["metrics_directory"] is None:
+        raise SystemExit(
+            f"{METRICS_DIRECTORY} is unset: set it, or start the service as the manifest"
+            " does (python -m and the package), which gives each run a private directory"
+        )
+    from . import _multiprocess
+
+    try:
+        _multiprocess.check_directory(str(server["metrics_directory"]))
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+    return {
+        "bind": f"0.0.0.0:{server['port']}",
+        "workers": server["workers"],
+        "threads": server["threads"],
+        "timeout": server["timeout"],
+        "graceful_timeout": server["graceful_timeout"],
+        "keepalive": server["keepalive"],
+        "max_requests": server["max_requests"],
+        "max_requests_jitter": server["max_requests_jitter"],
+        # Logs to stdout and stderr, where Cloud Foundry's loggregator collects them: json,
+        # one object per line that log platforms parse as it comes (the default), or text,
+        # plain lines for reading locally. Either way each request's line has its id.
+        "logconfig_dict": _logs.logging_config(server["log_format"]),
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "errorlog": "-",
+        # gunicorn 25+ opens a control socket under $HOME by default; unused here.
+        "control_socket_disable": True,
+    }
+
+
+def _directory():
+    return str(metrics_directory())
+
+
+def on_starting(server):
+    """In the master, before any worker: a fresh metrics directory for this run."""
+    from . import _multiprocess
+
+    try:
+        _multiprocess.reset_directory(_directory(), server.cfg.workers)
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+
+
+def post_fork(server, worker):
+    """Before the worker imports the app: give its metric files their disk blocks, and
+    make its exit countable."""
+    from . import _multiprocess
+
+    try:
+        _multiprocess.allocate_worker_files(worker.pid, _directory())
+    except OSError as error:
+        # Writing metrics into files the disk cannot back would kill the worker with
+        # SIGBUS mid-request. Exit instead (not as a boot error, which would stop the
+        # master): the other workers go on serving, and the master starts another after
+        # a pause, rather than in a tight loop.
+        server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
+        time.sleep(min(1.0, server.cfg.timeout / 2))
+        raise SystemExit(1) from error
+    from . import _metrics
+
+    _metrics.prepare_exit_count()
+
+
+def post_worker_init(worker):
+    from . import _metrics
+
+    _metrics.start_worker(worker.cfg.workers)
+
+
+def worker_abort(worker):
+    """In a worker the master stops for staying silent past the timeout."""
+    from . import _metrics
+
+    _metrics.record_worker_exit("timeout")
+
+
+def worker_exit(server, worker):
+    """In a worker that exits as gunicorn asked, or as gunicorn told it to."""
+    if worker.pid != os.getpid() or not worker.booted:
+        # gunicorn also calls this in the master, for a worker it found gone; and a worker
+        # that did not boot may have no metric files to write into.
+        return
+    from . import _metrics
+
+    _metrics.record_worker_exit("recycled" if worker.nr >= worker.max_requests else "shutdown")
+
+
+def child_exit(server, worker):
+    """In the master, for every dead worker however it died: fold its metrics into the
+    aggregate files."""
+    from . import _multiprocess
+
+    try:
+        _multiprocess.mark_worker_dead(
+            worker.pid,
+            _directory(),
+            live=server.WORKERS,
+            # A worker counts its own exit (worker_exit, worker_abort) unless it cannot.
+            unexplained_exit=("gunicorn_worker_exits", "killed"),
+        )
+    except Exception:
+        # An error here would stop gunicorn's master, and with it every worker. The files
+        # not yet folded stay where they are, scrapes go on counting them, and the next
+        # worker exit tries again (a full disk may have room by then).
+        server.log.exception("Could not fold the metrics of dead worker %s", worker.pid)

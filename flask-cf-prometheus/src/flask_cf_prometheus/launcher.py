@@ -1,0 +1,79 @@
+"""Serve a service under gunicorn: what its `python -m` runs, as its manifest's command
+does. A service's __main__.py:
+
+    from flask_cf_prometheus import launcher
+
+    if __name__ == "__main__":
+        launcher.main("payments_api:create_app")
+
+Every setting is checked first, before gunicorn's own import reads WEB_CONCURRENCY, and
+the app is built once, in a child process, for what only the app can check (another
+route on the metrics path): a bad value stops start-up with one line, before gunicorn
+starts workers that would each fail. Arguments go to gunicorn, after the service's
+gunicorn.conf.py: `--bind 127.0.0.1:8000`, say. Without PROMETHEUS_MULTIPROC_DIR, as in
+a local run, the run gets a private metrics directory, removed when gunicorn exits.
+"""
+
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+from ._settings import METRICS_DIRECTORY, ConfigError, check_environ
+
+
+def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
+    """Check the settings, build the app once with `factory` ("package:function"), then
+    run gunicorn with `config` and `app`; `arguments` (sys.argv's, by default) go to
+    gunicorn after the config file."""
+    if arguments is None:
+        arguments = sys.argv[1:]
+    try:
+        settings = check_environ()
+    except ConfigError as error:
+        sys.exit(str(error))
+    if not app_builds(factory):
+        sys.exit(1)
+    # gunicorn's import reads WEB_CONCURRENCY with int(): give it the value as read here,
+    # where blank means the default.
+    os.environ["WEB_CONCURRENCY"] = str(settings["workers"])
+    master = os.getpid()
+    private = None
+    if settings["metrics_directory"] is None:
+        private = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+        os.environ[METRICS_DIRECTORY] = private
+
+    from gunicorn.app.wsgiapp import run
+
+    package = factory.partition(":")[0]
+    sys.argv = [sys.argv[0], "--config", str(config), *arguments, app]
+    try:
+        run(prog=f"python -m {package}")
+    finally:
+        # Workers leave through here too; only the master removes the directory.
+        if private is not None and os.getpid() == master:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def app_builds(factory):
+    """Build the app with `factory` in a child process, its metrics in a directory of
+    their own; False, with the one line said, when a setting stops it."""
+    with tempfile.TemporaryDirectory(prefix="app-check-") as directory:
+        child = os.fork()
+        if child == 0:
+            os.environ[METRICS_DIRECTORY] = directory
+            logging.disable()  # the workers say what the app has to say, once gunicorn runs
+            module, _, function = factory.partition(":")
+            try:
+                getattr(importlib.import_module(module), function)()
+            except ConfigError as error:
+                print(error, file=sys.stderr, flush=True)
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # it said nothing: the out-of-memory killer, say
+        print(f"Building the app was stopped by signal {-code}", file=sys.stderr)
+    return code == 0
