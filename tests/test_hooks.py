@@ -145,3 +145,40 @@ def test_latency_thresholds_are_the_histograms_bucket_boundaries(project_python)
     ).stdout.split()
 
     assert tuple(map(float, buckets)) == (*pre_gen.DURATION_BUCKETS, float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://github.com/org/template.git", "git+https://github.com/org/template.git"),
+        ("git+https://git.example.com/t", "git+https://git.example.com/t"),
+        ("git@github.com:org/template.git", "git+ssh://git@github.com/org/template.git"),
+        ("ssh://git@github.com/org/template", "git+ssh://git@github.com/org/template"),
+        ("file:///srv/template.git", "git+file:///srv/template.git"),
+    ],
+)
+def test_the_kit_is_pinned_at_a_url_pip_reads(url, expected):
+    assert post_gen.pip_url(url) == expected
+
+
+def test_a_template_from_a_directory_keeps_the_version_pin(tmp_path):
+    assert post_gen.template_repository({"_template": str(tmp_path)}) is None
+    assert post_gen.template_repository({}) is None
+
+
+def test_crufts_recorded_commit_pins_the_kit(tmp_path):
+    """cruft gives the URL it cloned and the commit, and no _repo_dir."""
+    for name in post_gen.KIT_PINS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("Flask==3.1.3\nflask-cf-prometheus==0.1.0\n")
+    answers = {"_template": "https://git.example.com/template", "_commit": "ab12"}
+
+    pinned = post_gen.pin_kit(answers, tmp_path)
+
+    expected = (
+        "flask-cf-prometheus @ git+https://git.example.com/template@ab12"
+        "#subdirectory=flask-cf-prometheus"
+    )
+    assert pinned == expected
+    for name in post_gen.KIT_PINS:
+        assert (tmp_path / name).read_text() == f"Flask==3.1.3\n{expected}\n"
