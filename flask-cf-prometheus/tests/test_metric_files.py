@@ -29,7 +29,7 @@ from flask_cf_prometheus._multiprocess import (
     mark_worker_dead,
 )
 
-from .conftest import worker
+from .conftest import DECLARED, unproven_message, worker
 
 SEEDS = range(int(os.environ.get("METRIC_FILES_SEEDS", "30")))
 STEPS = 60
@@ -93,7 +93,8 @@ def assert_same(directory, collector, context):
     """The collector reads what prometheus_client's merge reads, in every exposition."""
     expected, _ = _merge_readable(listing(directory))
     actual = collector.collect()
-    assert collector._reader is not None, "the reader, not the fallback, must be under test"
+    # The kit's reader, not the fallback, must be under test.
+    assert collector._reader is not None, unproven_message()
     assert summary(actual[:-1]) == summary(expected), context
     for accept in ACCEPT:
         encode, _ = choose_encoder(accept)
@@ -358,6 +359,7 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
     directory, monkeypatch, caplog
 ):
     monkeypatch.setattr(metric_files, "installed_version", lambda: "0.99.0")
+    monkeypatch.setattr(metric_files, "PROVEN_VERSIONS", DECLARED)
     with worker(1):
         define()["histogram"].labels("a", "/").observe(0.3)
     with caplog.at_level(logging.WARNING):
@@ -365,9 +367,9 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
 
     assert collector._reader is None
     assert [record.getMessage() for record in caplog.records] == [
-        "prometheus_client 0.99.0 is outside the versions this service's metric file"
-        " reader was proven on (0.26 up to 0.27): scrapes use prometheus_client's own,"
-        " slower reader"
+        "prometheus_client 0.99.0 is outside the versions flask-cf-prometheus's metric"
+        " file reader was proven on (0.26 up to 0.27): scrapes use prometheus_client's"
+        " own, slower reader"
     ]
     expected, _ = _merge_readable(listing(directory))
     assert summary(collector.collect()[:-1]) == summary(expected)
@@ -379,9 +381,10 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
     ("version", "proven"),
     [("0.26.0", True), ("0.26.7", True), ("0.25.9", False), ("0.27.0", False), ("1.0.0", False)],
 )
-def test_the_proven_range(version, proven):
+def test_the_proven_range(version, proven, monkeypatch):
+    monkeypatch.setattr(metric_files, "PROVEN_VERSIONS", DECLARED)
     assert metric_files.proven(version) is proven
 
 
 def test_the_installed_prometheus_client_is_proven():
-    assert metric_files.proven(metric_files.installed_version())
+    assert metric_files.proven(metric_files.installed_version()), unproven_message()

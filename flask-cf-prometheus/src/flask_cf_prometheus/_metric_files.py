@@ -16,10 +16,11 @@ would with the values in; a scrape then adds only the values, formatted by the
 encoder's own `floatToGoString`.
 
 The file format (prometheus_client's mmap_dict.py) and the merge (_multiprocess.py) are
-prometheus_client's internals: all this service knows of them is here, proven against the
+prometheus_client's internals: all the kit knows of them is here, proven against the
 installed prometheus_client by tests/test_metric_files.py, and used only with the
-versions in PROVEN_VERSIONS. With any other, `Reader.for_installed_version` says so once
-and returns None, and scrapes use prometheus_client's own reader: slower, never wrong.
+versions in PROVEN_VERSIONS (README.md, Versions). With any other,
+`Reader.for_installed_version` says so once and returns None, and scrapes use
+prometheus_client's own reader: slower, never wrong.
 """
 
 import itertools
@@ -45,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 # The prometheus_client versions this module was proven on, by the differential test
 # against prometheus_client's own reader: from the first, up to but not including the
-# second. Widen it only with a passing run of tests/test_metric_files.py.
+# second. Widen it, with pyproject.toml's range, only with a passing run of
+# `pytest --prove-prometheus-client` against the new release (README.md, Versions).
 PROVEN_VERSIONS = ((0, 26), (0, 27))
 
 # mmap_dict.py: a file starts with the bytes it uses (an int) and 4 bytes of padding;
@@ -157,8 +159,9 @@ class Reader:
             return cls()
         first, beyond = (".".join(map(str, numbers)) for numbers in PROVEN_VERSIONS)
         logger.warning(
-            "prometheus_client %s is outside the versions this service's metric file reader"
-            " was proven on (%s up to %s): scrapes use prometheus_client's own, slower reader",
+            "prometheus_client %s is outside the versions flask-cf-prometheus's metric file"
+            " reader was proven on (%s up to %s): scrapes use prometheus_client's own, slower"
+            " reader",
             version,
             first,
             beyond,

@@ -1,0 +1,121 @@
+"""The kit and prometheus_client's releases. The kit reads prometheus_client's internal
+file format, so it declares the releases it is proven on; its differential tests run
+against each release in that range. A release outside it, as Dependabot would propose
+one, is simulated by relabelling the installed release's metadata (what the kit reads
+to decide): the kit's suite fails, saying what to do; `--prove-prometheus-client` runs
+the differential tests against it; and a service's own suite stays green.
+"""
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from .conftest import KIT, bake, run
+
+RANGE = SpecifierSet(
+    next(
+        requirement.removeprefix("prometheus-client")
+        for requirement in tomllib.loads((KIT / "pyproject.toml").read_text())["project"][
+            "dependencies"
+        ]
+        if requirement.startswith("prometheus-client")
+    )
+)
+DIFFERENTIAL = ["tests/test_metric_files.py", "tests/test_multiprocess.py"]
+
+
+def releases_in_range():
+    """Every prometheus_client release the machine's index has in the kit's range."""
+    listed = run(
+        [sys.executable, "-m", "pip", "index", "versions", "prometheus-client"], cwd=KIT
+    ).stdout
+    [versions] = re.findall(r"Available versions: (.+)", listed)
+    return sorted(
+        (version for version in versions.split(", ") if Version(version) in RANGE), key=Version
+    )
+
+
+def kit_environment(directory, kit_wheels, *requirements):
+    run([sys.executable, "-m", "venv", "--without-pip", directory], cwd=directory.parent)
+    python = directory / "bin" / "python"
+    [wheel] = kit_wheels.glob("*.whl")
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
+        + ["--find-links", kit_wheels, wheel, *requirements],
+        cwd=directory.parent,
+    )
+    return python
+
+
+def test_the_kits_differential_tests_pass_against_each_release_in_its_range(tmp_path, kit_wheels):
+    releases = releases_in_range()
+    assert releases, f"no prometheus_client release in {RANGE} on the index"
+    for release in releases:
+        python = kit_environment(
+            tmp_path / release,
+            kit_wheels,
+            f"prometheus-client=={release}",
+            "-r",
+            KIT / "requirements-test.txt",
+        )
+        ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DIFFERENTIAL], cwd=KIT)
+        assert " passed" in ran.stdout, (release, ran.stdout)
+        assert " skipped" not in ran.stdout, (release, ran.stdout)
+
+
+@pytest.fixture
+def next_release(tmp_path, kit_wheels, cookies):
+    """An environment with a baked service's requirements, whose prometheus_client says
+    it is the first release past the kit's range."""
+    project = bake(cookies)
+    run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "venv"], cwd=tmp_path)
+    python = tmp_path / "venv" / "bin" / "python"
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
+        + ["--find-links", kit_wheels, "-r", "requirements-dev.txt"],
+        cwd=project,
+    )
+    [dist_info] = (tmp_path / "venv" / "lib").glob(
+        "python*/site-packages/prometheus_client-*.dist-info"
+    )
+    installed = dist_info.name.removeprefix("prometheus_client-").removesuffix(".dist-info")
+    upper = next(spec.version for spec in RANGE if spec.operator == "<")
+    metadata = dist_info / "METADATA"
+    metadata.write_text(
+        metadata.read_text().replace(f"\nVersion: {installed}\n", f"\nVersion: {upper}.0\n")
+    )
+    dist_info.rename(dist_info.with_name(f"prometheus_client-{upper}.0.dist-info"))
+    shown = run(
+        [
+            python,
+            "-c",
+            "from importlib import metadata; print(metadata.version('prometheus-client'))",
+        ],
+        cwd=tmp_path,
+    )
+    assert shown.stdout.strip() == f"{upper}.0"
+    return python, project, f"{upper}.0"
+
+
+def test_a_release_past_the_range_fails_the_kits_suite_saying_how_to_widen_it(next_release):
+    python, project, version = next_release
+    kit_tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *DIFFERENTIAL]
+
+    unproven = subprocess.run(kit_tests, cwd=KIT, capture_output=True, text=True, timeout=600)
+    proven = run([*kit_tests, "--prove-prometheus-client"], cwd=KIT)
+    service = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+
+    assert unproven.returncode == 1, unproven.stdout
+    assert f"prometheus_client {version} is outside the releases" in unproven.stdout
+    assert "pytest --prove-prometheus-client" in unproven.stdout
+    assert "widen PROVEN_VERSIONS in _metric_files.py and prometheus-client" in unproven.stdout
+    assert " passed" in proven.stdout
+    assert " failed" not in proven.stdout
+    # The service's own suite knows nothing of the file format: green either way.
+    assert " passed" in service.stdout
+    assert " failed" not in service.stdout
