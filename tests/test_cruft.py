@@ -1,8 +1,14 @@
 """A generated project stays updatable: cruft can create it and check it against the template."""
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 
 from .conftest import GIT_IDENTITY, run, template_repository
+from .service import free_loopback_port
 
 
 def test_cruft_create_then_check(tmp_path, template_tool):
@@ -20,3 +26,153 @@ def test_cruft_create_then_check(tmp_path, template_tool):
     project = output / "payments-api"
     assert (project / ".cruft.json").exists()
     run([template_tool("cruft"), "check"], cwd=project, env=env)
+
+
+TEAM_VIEW = '''
+
+@bp.get("/orders")
+def orders():
+    """The team's own view."""
+    ORDERS_LISTED.inc()
+    return {"orders": []}
+'''
+TEAM_METRIC = """
+ORDERS_LISTED = Counter("orders_listed", "Times the orders were listed.")
+"""
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} is not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def git(*arguments, cwd):
+    return run(["git", *arguments], cwd=cwd, env={**os.environ, **GIT_IDENTITY})
+
+
+@contextlib.contextmanager
+def git_server(base):
+    """git's own daemon serving the repositories under `base` on loopback, read-only: a
+    git URL that cruft and pip reach as they would a forge's (cruft reads a file:// URL
+    as a local path)."""
+    port = free_loopback_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}"]
+        + ["--listen=127.0.0.1", f"--port={port}", base],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline, "git daemon did not start"
+            time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_cruft_update_brings_a_kit_release_and_keeps_the_teams_edits(tmp_path, template_tool):
+    """A service made from the template's git URL, edited by its team; then a template
+    release that bumps the kit and changes a generated file. cruft update applies it
+    with no rejected hunk, the team's edits stay, and the service's suite passes
+    against the new kit, which pip installs from the template's repository."""
+    template, first = template_repository(tmp_path / "template")
+    served = tmp_path / "served"
+    git("clone", "--quiet", "--bare", template, served / "template.git", cwd=tmp_path)
+    env = {**os.environ, **GIT_IDENTITY}
+    cruft = template_tool("cruft")
+    with git_server(served) as server:
+        url = f"{server}/template.git"
+        run([cruft, "create", "--no-input", "--output-dir", tmp_path, url], cwd=tmp_path, env=env)
+        check_update(tmp_path, template, first, url, cruft, env)
+
+
+def check_update(tmp_path, template, first, url, cruft, env):
+    project = tmp_path / "payments-api"
+    git("init", "--quiet", "--initial-branch", "main", cwd=project)
+    git("add", "--all", cwd=project)
+    git("commit", "--quiet", "--message", "Made from the template", cwd=project)
+    # The team's edits: a view, a metric of its own, a changed setting.
+    edit(
+        project / "payments_api" / "metrics.py",
+        "from flask_cf_prometheus import Metrics\n",
+        "from flask_cf_prometheus import Metrics\nfrom prometheus_client import Counter\n",
+    )
+    (project / "payments_api" / "metrics.py").write_text(
+        (project / "payments_api" / "metrics.py").read_text() + TEAM_METRIC
+    )
+    edit(
+        project / "payments_api" / "views.py",
+        "from . import __version__\n",
+        "from . import __version__\nfrom .metrics import ORDERS_LISTED\n",
+    )
+    (project / "payments_api" / "views.py").write_text(
+        (project / "payments_api" / "views.py").read_text() + TEAM_VIEW
+    )
+    edit(project / "manifest.yml", "    env:\n", '    env:\n      GUNICORN_TIMEOUT: "60"\n')
+    git("commit", "--quiet", "--all", "--message", "Orders", cwd=project)
+    # The template's release: the kit at 0.2.0, and a generated file changed.
+    kit_init = template / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "__init__.py"
+    edit(kit_init, '__version__ = "0.1.0"', '__version__ = "0.2.0"')
+    slug = template / "{{cookiecutter.project_slug}}"
+    for name in ("requirements.txt", "monitoring/requirements.txt"):
+        edit(slug / name, "flask-cf-prometheus==0.1.0", "flask-cf-prometheus==0.2.0")
+    edit(
+        slug / "manifest.yml",
+        "    health-check-type: http\n",
+        "    health-check-type: http\n    health-check-invocation-timeout: 5\n",
+    )
+    git("commit", "--quiet", "--all", "--message", "Kit 0.2.0", cwd=template)
+    git("push", "--quiet", tmp_path / "served" / "template.git", "main", cwd=template)
+    second = git("rev-parse", "HEAD", cwd=template).stdout.strip()
+
+    run([cruft, "update", "--skip-apply-ask"], cwd=project, env=env)
+
+    status = git("status", "--porcelain", cwd=project).stdout
+    assert not list(project.rglob("*.rej")), status
+    conflicted = subprocess.run(
+        ["git", "grep", "-l", "-e", "^<<<<<<< ", "-e", "^>>>>>>> "],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert conflicted.returncode == 1, f"conflict markers in {conflicted.stdout}"
+    requirement = f"flask-cf-prometheus @ git+{url}@{second}#subdirectory=flask-cf-prometheus"
+    for name in ("requirements.txt", "monitoring/requirements.txt"):
+        lines = (project / name).read_text().splitlines()
+        assert requirement in lines, name
+        assert not [line for line in lines if first in line], name
+    manifest = (project / "manifest.yml").read_text()
+    assert "health-check-invocation-timeout: 5" in manifest, "the template's change"
+    assert 'GUNICORN_TIMEOUT: "60"' in manifest, "the team's setting"
+    assert TEAM_VIEW in (project / "payments_api" / "views.py").read_text()
+    assert TEAM_METRIC in (project / "payments_api" / "metrics.py").read_text()
+    environment = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", environment], cwd=tmp_path)
+    python = environment / "bin" / "python"
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
+        + ["-r", "requirements-dev.txt"],
+        cwd=project,
+    )
+    version = run(
+        [python, "-c", "import flask_cf_prometheus; print(flask_cf_prometheus.__version__)"],
+        cwd=project,
+    )
+    ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    assert version.stdout.strip() == "0.2.0"
+    assert " passed" in ran.stdout
+    answered = run(
+        [
+            python,
+            "-c",
+            "from payments_api import create_app\n"
+            "print(create_app().test_client().get('/orders').json)",
+        ],
+        cwd=project,
+    )
+    assert answered.stdout.strip() == "{'orders': []}"
