@@ -106,7 +106,31 @@ def test_application_id_comes_from_vcap_application():
 
 
 @pytest.mark.parametrize(
-    "value", ["{not json", "{}", "[1]", '{"application_id": 7}', '{"application_id": " "}']
+    "value",
+    [
+        "{not json",
+        "{}",
+        "[1]",
+        '{"application_id": 7}',
+        '{"application_id": " "}',
+        # A lone surrogate, which no UTF-8 can carry, and JSON nested past Python's
+        # recursion limit: each was a traceback (UnicodeEncodeError, RecursionError).
+        '{"application_id": "\\ud800"}',
+        '{"application_id": "a\\udfffb"}',
+        "[" * 100_000 + "]" * 100_000,
+        '{"application_id": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ],
+    ids=[
+        "not-json",
+        "empty",
+        "array",
+        "number",
+        "blank",
+        "lone-surrogate",
+        "surrogate-within",
+        "deep-array",
+        "deep-value",
+    ],
 )
 def test_vcap_application_without_an_application_id_stops_start_up(value):
     """Cloud Foundry always sets one: anything else is not what the platform wrote, and a

@@ -118,15 +118,25 @@ def _application_id(environ):
         return None
     try:
         application = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         application = None
     application_id = application.get("application_id") if isinstance(application, dict) else None
-    if not isinstance(application_id, str) or not application_id.strip():
+    if not isinstance(application_id, str) or not _utf8(application_id).strip():
         raise ConfigError(
             "VCAP_APPLICATION must be a JSON object with an application_id string,"
             " as Cloud Foundry sets it; unset it elsewhere"
         )
     return application_id.strip()
+
+
+def _utf8(text):
+    """`text` when it can be sent as UTF-8; "" for a JSON string holding a lone
+    surrogate (`"\\ud800"`), which no client can send."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return ""
+    return text
 
 
 def _basic_auth_credentials(environ):
