@@ -6,6 +6,7 @@ sample, in the same order, and byte for byte in every exposition the metrics end
 can choose. A failing seed is in the assertion's message: `SEEDS` can be set to it.
 """
 
+import contextlib
 import glob
 import logging
 import math
@@ -13,9 +14,11 @@ import multiprocessing
 import os
 import random
 import shutil
+import sqlite3
 import struct
 import threading
 import time
+import tracemalloc
 
 import pytest
 from prometheus_client import Counter, Gauge, Histogram, Summary, generate_latest
@@ -388,3 +391,42 @@ def test_the_proven_range(version, proven, monkeypatch):
 
 def test_the_installed_prometheus_client_is_proven():
     assert metric_files.proven(metric_files.installed_version()), unproven_message()
+
+
+def sqlite_database(path):
+    """An app's SQLite database: its first four bytes, b"SQLi", read as a file's used
+    length, claim 1.7 GB."""
+    with contextlib.closing(sqlite3.connect(path)) as database, database:
+        database.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+        database.executemany("INSERT INTO orders (total) VALUES (?)", [(1.5,)] * 100)
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("app.db", sqlite_database),
+        # A metric file whose header claims 200 MB in 16 bytes.
+        (
+            "counter_77.db",
+            lambda path: path.write_bytes(struct.pack("<i", 200_000_000) + bytes(12)),
+        ),
+    ],
+    ids=["sqlite", "claims-200-MB"],
+)
+def test_a_file_claiming_more_than_it_holds_costs_what_it_holds(directory, name, write):
+    """Neither read nor allocated past the file's end: an app's database in the metrics
+    directory once made every scrape allocate 1.7 GB (a 512M instance is killed)."""
+    with worker(1):
+        define()["counter"].labels("a", "/").inc(2)
+    write(directory / name)
+    collector = LockedCollector(directory)
+
+    tracemalloc.start()
+    try:
+        collector.collect()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 8 << 20, f"a scrape took {peak >> 20} MiB"
+    assert_same(directory, collector, "the file read as prometheus_client reads it")

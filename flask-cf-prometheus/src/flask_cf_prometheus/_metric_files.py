@@ -351,10 +351,12 @@ def _kind(name):
 
 def _read(path, length):
     """Up to `length` bytes from the start of the file, after 8 zero bytes: the value
-    0.0 at double 0, for the slots a file holds no value for."""
-    buffer = bytearray(_WORD + length)
-    view = memoryview(buffer)
+    0.0 at double 0, for the slots a file holds no value for. Never more than the file
+    holds, whatever `length` its header claimed (an app's SQLite database claims 1.7 GB)."""
     with open(path, "rb", buffering=0) as file:
+        length = min(length, os.fstat(file.fileno()).st_size)
+        buffer = bytearray(_WORD + length)
+        view = memoryview(buffer)
         got = 0
         while got < length:
             count = file.readinto(view[_WORD + got :])
