@@ -29,6 +29,7 @@ from flask_cf_prometheus import _metric_files as metric_files
 from flask_cf_prometheus._multiprocess import (
     LockedCollector,
     _merge_readable,
+    allocate_worker_files,
     mark_worker_dead,
 )
 
@@ -430,3 +431,28 @@ def test_a_file_claiming_more_than_it_holds_costs_what_it_holds(directory, name,
 
     assert peak < 8 << 20, f"a scrape took {peak >> 20} MiB"
     assert_same(directory, collector, "the file read as prometheus_client reads it")
+
+
+def test_an_aggregate_with_no_keys_leaves_the_plan_as_it_was(directory):
+    """A worker is given its files before it runs (allocate_worker_files); one that
+    observed no histogram leaves, folded, a histogram_aggregate.db with no keys. That
+    file was parsed again at every scrape, and the plan of the whole directory rebuilt:
+    a warm scrape at 16 workers x 50 routes cost 0.19 of prometheus_client's, not 0.045."""
+    allocate_worker_files(5, directory)
+    with worker(5):
+        Counter("events", "Events, by kind.", ["kind", "route"], registry=None).labels(
+            "a", "/"
+        ).inc()
+    mark_worker_dead(5, directory, live=[])
+    with worker(6):
+        define()["counter"].labels("b", "/").inc()
+    aggregate = directory / "histogram_aggregate.db"
+    assert aggregate.exists()
+    assert list(MmapedDict.read_all_values_from_file(str(aggregate))) == []
+    collector = LockedCollector(directory)
+    assert_same(directory, collector, "first scrape")
+    plan = collector._reader._plan
+
+    assert_same(directory, collector, "second scrape, nothing changed")
+
+    assert collector._reader._plan is plan, "the plan was rebuilt with nothing changed"

@@ -228,7 +228,9 @@ class Reader:
             again = self._parse(_File(state.kind), data, used, length)
             if again.ids != state.ids or again.words != state.words:
                 state = again
-        elif used != state.used or not state.ids:
+        elif used != state.used:
+            # Grown, or never parsed (a new _File has used 0; a file's header says at
+            # least 8). A file with no keys is parsed once, not at every scrape.
             state = self._parse(state, data, used, length)
         state.identity = identity
         state.generation = generation
