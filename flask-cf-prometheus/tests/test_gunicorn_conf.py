@@ -207,6 +207,42 @@ def test_post_fork_exits_the_worker_when_the_disk_has_no_room(metrics_dir, monke
     assert waits == [0.5]
 
 
+def test_a_worker_that_could_not_get_its_files_is_not_counted_as_killed(metrics_dir, monkeypatch):
+    """A full disk with no spare set: post_fork exits the worker, saying why, before it
+    serves anything. It was counted as killed, every time the master tried another."""
+    metrics_dir.mkdir()
+    dead_worker_exits(4243, recorded="recycled")  # a counter whose key could be taken
+    conf = load(GUNICORN_TIMEOUT="1")
+    server = SimpleNamespace(
+        WORKERS={}, log=logging.getLogger("gunicorn.error"), cfg=SimpleNamespace(timeout=1)
+    )
+    allocate = os.posix_fallocate
+    allocated = []
+
+    def room_for_one_file(descriptor, offset, length):
+        if allocated:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        allocated.append(length)
+        allocate(descriptor, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", room_for_one_file)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    with pytest.raises(SystemExit):
+        conf["post_fork"](server=server, worker=SimpleNamespace(pid=4244))
+    monkeypatch.setattr(os, "posix_fallocate", allocate)
+
+    assert allocated, "one file had room"
+    assert not list(metrics_dir.glob("*_4244.db")), "none of its files left behind"
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4244))
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4243))
+    assert aggregate_exits(metrics_dir) == {
+        "recycled": 1,
+        "timeout": 0,
+        "shutdown": 0,
+        "killed": 0,
+    }
+
+
 def test_child_exit_folds_the_dead_workers_metrics(metrics_dir):
     metrics_dir.mkdir()
     with worker(4242):
@@ -259,16 +295,20 @@ def test_child_exit_counts_a_worker_that_said_nothing_as_killed(metrics_dir):
 
 
 def test_child_exit_counts_a_worker_killed_before_it_made_its_exit_counter(metrics_dir):
-    """Killed between its fork and post_fork's prepare_exit_count: no counter file, or
-    one not yet sized. The key comes from another worker's file."""
+    """Killed between post_fork's allocation and its prepare_exit_count: a counter file
+    with no keys, or one not yet sized. The key comes from another worker's file. A
+    worker with no counter file at all never got its files (post_fork exited it, saying
+    why): it was not killed, and is not counted."""
     metrics_dir.mkdir()
     dead_worker_exits(4252, recorded="shutdown")
+    multiprocess.allocate_worker_files(4253, metrics_dir)
     (metrics_dir / "counter_4254.db").write_bytes(b"")
     conf = load()
     server = SimpleNamespace(WORKERS={})
 
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4253))
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4254))
+    conf["child_exit"](server=server, worker=SimpleNamespace(pid=4255))
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4252))
 
     assert aggregate_exits(metrics_dir) == {
@@ -277,7 +317,10 @@ def test_child_exit_counts_a_worker_killed_before_it_made_its_exit_counter(metri
         "shutdown": 1,
         "killed": 2,
     }
-    assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_aggregate.db"]
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == [
+        "counter_aggregate.db",
+        "histogram_aggregate.db",
+    ]
 
 
 def test_an_exit_is_counted_once_though_a_fold_is_retried(metrics_dir, monkeypatch):

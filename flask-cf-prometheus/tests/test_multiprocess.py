@@ -545,3 +545,22 @@ def test_metrics_endpoint_reads_the_shared_files(directory):
         "# TYPE requests_total counter",
         'requests_total{code="200"} 2.0',
     ]
+
+
+def test_scrapes_answer_where_the_lock_cannot_be_opened(directory):
+    """A read-only metrics directory, or a lock file that cannot be opened for writing,
+    once made every scrape an OSError: a 500. Nothing can fold files there either, so
+    they are read whole without the lock, and the log says so once."""
+    serve_requests(810, [0.2, 0.2, 0.2])
+    (directory / ".lock").mkdir()  # opening it for writing fails, even for root
+    config = {"METRICS_PATH": "/metrics", "METRICS_BASIC_AUTH": True}
+    client = create_app({**config, "METRICS_BASIC_AUTH_TOKEN": "token"}).test_client()
+
+    responses = [
+        client.get("/metrics?name[]=requests_total", headers={"Authorization": "Bearer token"})
+        for _ in range(2)
+    ]
+
+    assert [response.status_code for response in responses] == [200, 200]
+    assert 'requests_total{code="200"} 3.0' in responses[1].text.splitlines()
+    assert value(directory, "duration_count") == 3

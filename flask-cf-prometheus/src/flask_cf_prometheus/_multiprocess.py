@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import threading
+from fcntl import LOCK_SH
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
@@ -156,14 +157,22 @@ class LockedCollector:
         return encode(metric_files.Families([*read, *extra]))
 
     def _read(self):
-        with _locked(self._directory, fcntl.LOCK_SH) as lock:
+        with contextlib.ExitStack() as held:
+            try:
+                generation = _generation(held.enter_context(_locked(self._directory, LOCK_SH)))
+            except OSError as error:
+                # A directory that cannot hold the lock (read-only, say) cannot be folded
+                # into either: its files, read alone, are whole. Without the lock's
+                # generation, every file's keys are checked again at every scrape.
+                _say_once(f"Scrapes read {self._directory} without its lock: {error}")
+                generation = os.urandom(GENERATION_BYTES)
             # As prometheus_client lists them, in the same order.
             files = glob.glob(os.path.join(self._directory, "*.db"))
             kept_aside = len(list(self._directory.glob(f"*{UNREADABLE_SUFFIX}")))
             read = None
             if self._reader is not None:
                 try:
-                    read, unreadable = self._reader.read(files, _generation(lock))
+                    read, unreadable = self._reader.read(files, generation)
                 except metric_files.PlanError as error:
                     _say_once(f"Scrapes read these metric files with prometheus_client: {error}")
             if read is None:
@@ -280,6 +289,11 @@ def allocate_worker_files(pid, path):
             _allocate(directory / f"{prefix}_{pid}.db", size)
     except OSError:
         if not _claim_spare(pid, directory):
+            # None of its files left behind: the master then knows that this worker
+            # never got them (record_unexplained_exit), and counts no kill.
+            with contextlib.suppress(OSError):
+                for prefix in WORKER_FILE_SIZES:
+                    (directory / f"{prefix}_{pid}.db").unlink(missing_ok=True)
             raise
 
 
@@ -351,12 +365,18 @@ def record_unexplained_exit(pid, path, metric, reason):
 
     A worker makes every label set of the counter at 0 as soon as it has forked, so the
     value is written in place, into disk blocks its file already has. A worker killed
-    before that gets a file with that one value, the counter's key taken from another
-    worker's file (its help text is the worker's to say); none is written while no worker
-    has made the counter yet. The caller holds the exclusive lock."""
+    before that has its allocated file with no keys, given that one value, the counter's
+    key taken from another worker's file (its help text is the worker's to say); none is
+    written while no worker has made the counter yet. A worker with no counter file at
+    all never got its files, and exited saying so: not counted. The caller holds the
+    exclusive lock."""
     directory = Path(path)
     dead = directory / f"counter_{pid}.db"
-    sized = dead.exists() and dead.stat().st_size > 0
+    if not dead.exists():
+        # It never got its files (allocate_worker_files, in gunicorn's post_fork): it
+        # exited saying why, before serving anything, and was not killed.
+        return
+    sized = dead.stat().st_size > 0
     try:
         reasons = _counter_keys(dead, metric) if sized else {}
     except Exception:  # unreadable: its fold sets it aside, and what it said is lost
