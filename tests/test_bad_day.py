@@ -202,6 +202,8 @@ def test_a_disk_too_small_to_boot_on_stops_start_up_in_one_line(
 
     assert code != 0, output
     assert "Traceback" not in output
+    # Said before gunicorn starts: its start line, printed first, once hid the reason.
+    assert "Starting gunicorn" not in output, output
     [line] = [line for line in output.splitlines() if "PROMETHEUS_MULTIPROC_DIR" in line]
     assert line == (
         f"PROMETHEUS_MULTIPROC_DIR='{container_tmp}/prometheus-multiproc' has no room for the"

@@ -118,22 +118,90 @@ def test_a_bad_log_format_stops_gunicorn(metrics_dir):
     assert str(stopped.value) == "LOG_FORMAT='xml' must be one of: json, text (any case)"
 
 
-def test_on_starting_empties_the_metrics_directory_of_metric_files_only(metrics_dir):
+def test_on_starting_empties_the_metrics_directory_of_a_previous_runs_files(metrics_dir):
     metrics_dir.mkdir()
     old_run = ["counter_123.db", "gauge_livesum_123.db", "histogram_aggregate.db"]
-    for name in [*old_run, ".counter_aggregate.staging"]:
+    for name in [*old_run, ".counter_aggregate.staging", "counter_9.db.4.unreadable"]:
         (metrics_dir / name).write_bytes(b"old run")
-    others = ["app.db", "counter.db", "counter_123.db.bak", "notes.txt"]
-    for name in others:
-        (metrics_dir / name).write_bytes(b"not ours")
+    (metrics_dir / ".lock").write_bytes(bytes(16))
+    (metrics_dir / ".spare-claimed-123").mkdir()
+    (metrics_dir / ".spare-claimed-123" / "counter.db").write_bytes(b"old run")
     conf = load()
 
     conf["on_starting"](server=arbiter(workers=2))
 
-    assert sorted(path.name for path in metrics_dir.iterdir()) == sorted(
-        [".spare-0", ".spare-1", *others]
+    assert sorted(path.name for path in metrics_dir.iterdir()) == [".lock", ".spare-0", ".spare-1"]
+
+
+def symlink_to_a_directory(path):
+    target = path.parent.parent / "elsewhere"
+    target.mkdir()
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("app.db", lambda path: path.write_bytes(b"SQLite format 3\0")),
+        ("notes.txt", lambda path: path.write_text("notes")),
+        ("counter.db", lambda path: path.write_bytes(b"not ours")),
+        ("counter_123.db.bak", lambda path: path.write_bytes(b"not ours")),
+        # Once deleted at start-up with everything in it.
+        (".spare-7", lambda path: path.mkdir()),
+        # Once a traceback at start-up.
+        (".spare-0", symlink_to_a_directory),
+        # Once overwritten by the lock's generation.
+        (".lock", lambda path: path.write_text("a user's lock, holding more than 16 bytes")),
+        ("counter_1.db", lambda path: path.symlink_to(path.parent / "app.db")),
+    ],
+)
+def test_a_directory_holding_what_is_not_ours_is_refused_untouched(metrics_dir, name, make):
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_123.db").write_bytes(b"old run")
+    make(metrics_dir / name)
+    before = sorted((path.name, path.is_symlink()) for path in metrics_dir.iterdir())
+
+    with pytest.raises(SystemExit) as stopped:
+        load()
+    with pytest.raises(SystemExit) as stopped_later:
+        gunicorn.on_starting(arbiter(workers=2))
+
+    assert str(stopped.value) == (
+        f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' holds what is not a metric file ({name}):"
+        " give the service a directory of its own, which it empties of metric files at"
+        " every start"
     )
-    assert {(metrics_dir / name).read_bytes() for name in others} == {b"not ours"}
+    assert str(stopped_later.value) == str(stopped.value)
+    assert sorted((path.name, path.is_symlink()) for path in metrics_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("directory", ["/", "."])
+def test_the_root_and_the_working_directory_are_refused(directory, monkeypatch, tmp_path):
+    """Whatever else they hold, the metric files would be left among it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wsgi.py").write_text("app = None\n")
+
+    with pytest.raises(SystemExit) as stopped:
+        load(PROMETHEUS_MULTIPROC_DIR=directory)
+
+    assert "holds what is not a metric file" in str(stopped.value)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["wsgi.py"]
+
+
+def test_a_directory_too_small_stops_gunicorn_before_it_starts(metrics_dir, monkeypatch):
+    """In gunicorn.conf.py, before gunicorn says it is starting: the one line that says
+    why came after gunicorn's start line, when on_starting checked."""
+    metrics_dir.mkdir()
+    usage = shutil.disk_usage(metrics_dir)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+
+    with pytest.raises(SystemExit) as stopped:
+        load(WEB_CONCURRENCY="4")
+
+    assert str(stopped.value) == (
+        f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' has no room for the metric files:"
+        " 4 workers and 2 spare sets need 7.5 MiB (No space left on device)"
+    )
 
 
 @pytest.mark.parametrize("value", ["", "  "])

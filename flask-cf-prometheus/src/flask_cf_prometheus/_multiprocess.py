@@ -61,15 +61,17 @@ WORKER_FILE_SIZES = {
 }
 # Sets of worker files the master keeps allocated, for workers that boot on a full disk.
 SPARE_SETS = 2
-# The only files reset_directory removes: those prometheus_client names (mmap_dict.py:
-# the type, the gauge's mode, the process), the aggregates, and this module's own.
-# Anything else in the directory (an app's database, say) is never touched.
+# What the metrics directory may hold: the files prometheus_client names (mmap_dict.py:
+# the type, the gauge's mode, the process), the aggregates, and this module's own. A
+# directory holding anything else (an app's database, a user's .spare-7, /) is refused
+# at start-up, untouched (check_contents).
 VALUE_FILE = re.compile(
     r"(counter|histogram|summary|gauge_(live)?(all|sum|max|min|mostrecent))_(\d+|aggregate)\.db"
 )
 # A file a fold could not read is renamed with this suffix, out of the scrapes' way.
 UNREADABLE_SUFFIX = ".unreadable"
 OWN_FILE = re.compile(r"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable")
+# Spare sets, numbered below SPARE_SETS, and one a worker is claiming.
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
 # Dead workers whose files a fold could not take (a full disk, a broken lock), and those
@@ -229,12 +231,75 @@ def check_directory(path):
         raise ConfigError(f"{setting} is a directory this user cannot write into")
 
 
+def check_contents(path, workers):
+    """ConfigError, in one line, for a metrics directory that holds anything but this
+    module's and prometheus_client's files, or has no room for `workers` workers' files
+    and the spare sets. Nothing is touched: gunicorn.settings() calls this before
+    gunicorn starts, and reset_directory again."""
+    directory = Path(path)
+    setting = f"{METRICS_DIRECTORY}={str(path)!r}"
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as error:
+        raise ConfigError(f"{setting} cannot be listed: {error.strerror}") from None
+    foreign = sorted(entry.name for entry in entries if not _own(entry))
+    if foreign:
+        named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+        raise ConfigError(
+            f"{setting} holds what is not a metric file ({named}): give the service a"
+            " directory of its own, which it empties of metric files at every start"
+        )
+    needed = (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
+    # What the start will remove counts as room: a restart in place frees it first.
+    reclaimed = sum(_disk_bytes(entry) for entry in entries)
+    if shutil.disk_usage(directory).free + reclaimed < needed:
+        raise _no_room(path, workers, needed, os.strerror(errno.ENOSPC))
+
+
+def _own(entry):
+    """Whether this directory entry is one of the metric files or this module's own:
+    never a symbolic link, a spare set only below SPARE_SETS and holding worker files."""
+    name = entry.name
+    if entry.is_symlink():
+        return False
+    if VALUE_FILE.fullmatch(name) or OWN_FILE.fullmatch(name):
+        return entry.is_file()
+    if name == LOCK_FILE:
+        return entry.is_file() and entry.stat().st_size in (0, GENERATION_BYTES)
+    spare = OWN_DIRECTORY.fullmatch(name)
+    if spare is None or not entry.is_dir():
+        return False
+    if spare[1].isdigit() and int(spare[1]) >= SPARE_SETS:
+        return False
+    worker_files = {f"{prefix}.db" for prefix in WORKER_FILE_SIZES}
+    return all(
+        inner.name in worker_files and inner.is_file() and not inner.is_symlink()
+        for inner in os.scandir(entry.path)
+    )
+
+
+def _disk_bytes(entry):
+    if entry.is_dir():
+        return sum(_disk_bytes(inner) for inner in os.scandir(entry.path))
+    return entry.stat().st_blocks * 512
+
+
+def _no_room(path, workers, needed, reason):
+    return ConfigError(
+        f"{METRICS_DIRECTORY}={str(path)!r} has no room for the metric files:"
+        f" {workers} workers and {SPARE_SETS} spare sets need"
+        f" {needed / (1 << 20):.1f} MiB ({reason})"
+    )
+
+
 def reset_directory(path, workers):
     """Empty the directory of a previous run's metric files, which would count twice;
-    then allocate the spare sets of worker files. ConfigError, naming the room needed,
-    when the disk cannot hold the spare sets and `workers` workers' files."""
+    then allocate the spare sets of worker files. ConfigError, in one line, for a
+    directory that holds anything else, or that cannot hold the spare sets and
+    `workers` workers' files."""
     directory = Path(path)
     check_directory(directory)
+    check_contents(directory, workers)
     for leftover in directory.iterdir():
         if VALUE_FILE.fullmatch(leftover.name) or OWN_FILE.fullmatch(leftover.name):
             leftover.unlink()
@@ -248,11 +313,7 @@ def reset_directory(path, workers):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         replenish_spares(directory)
     except OSError as error:
-        raise ConfigError(
-            f"{METRICS_DIRECTORY}={str(path)!r} has no room for the metric files:"
-            f" {workers} workers and {SPARE_SETS} spare sets need"
-            f" {needed / (1 << 20):.1f} MiB ({error.strerror})"
-        ) from None
+        raise _no_room(path, workers, needed, error.strerror) from None
 
 
 def replenish_spares(path):

@@ -41,8 +41,11 @@ def settings(environ=os.environ):
         )
     from . import _multiprocess
 
+    # Here, before gunicorn says it is starting: a directory that is not the service's
+    # own, or too small, stops it with one line and nothing else.
     try:
         _multiprocess.check_directory(str(server["metrics_directory"]))
+        _multiprocess.check_contents(str(server["metrics_directory"]), server["workers"])
     except ConfigError as error:
         raise SystemExit(str(error)) from None
     return {
