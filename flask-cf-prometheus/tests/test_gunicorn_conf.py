@@ -2,7 +2,6 @@ import errno
 import logging
 import os
 import shutil
-import struct
 import time
 from types import SimpleNamespace
 
@@ -17,7 +16,7 @@ from flask_cf_prometheus._multiprocess import (
     LockedCollector,
 )
 
-from .conftest import worker
+from .conftest import KEY_PAST_THE_END, worker
 
 HOOKS = (
     "on_starting",
@@ -468,9 +467,8 @@ def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(
 
 def test_child_exit_sets_aside_a_file_no_reader_can_read(metrics_dir, caplog):
     metrics_dir.mkdir()
-    # A file that says it holds 64 bytes of values, with a first key longer than that.
     corrupt = metrics_dir / "counter_4244.db"
-    corrupt.write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    corrupt.write_bytes(KEY_PAST_THE_END)
     conf = load()
     server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
 

@@ -10,7 +10,6 @@ import contextlib
 import glob
 import logging
 import math
-import multiprocessing
 import os
 import random
 import shutil
@@ -33,7 +32,7 @@ from flask_cf_prometheus._multiprocess import (
     mark_worker_dead,
 )
 
-from .conftest import DECLARED, unproven_message, worker
+from .conftest import DECLARED, checkpoints, garbage, unproven_message, worker, writer
 
 SEEDS = range(int(os.environ.get("METRIC_FILES_SEEDS", "30")))
 STEPS = 60
@@ -61,12 +60,6 @@ ACCEPT = (
     "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;q=0.3,"
     "text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
 )
-
-
-@pytest.fixture
-def directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    return tmp_path
 
 
 def listing(directory):
@@ -149,10 +142,9 @@ def write(rng, pid):
             child.set(number)
 
 
-def garbage(rng, directory):
+def write_garbage(rng, directory):
     """A file no reader can read, under a name prometheus_client reads as a counter's."""
-    body = struct.pack("i", 4096) + rng.randbytes(4092)
-    (directory / f"counter_garbage{rng.randrange(1000)}.db").write_bytes(body)
+    (directory / f"counter_garbage{rng.randrange(1000)}.db").write_bytes(garbage(rng))
 
 
 def name_like(rng, name, pid):
@@ -207,7 +199,7 @@ def history(seed, directory):
                 rewrite(rng, source, directory / name_like(rng, source.name, f"other{step}"))
             yield f"seed {seed}, step {step}: {source}'s keys in another order"
         elif roll < 0.98:
-            garbage(rng, directory)
+            write_garbage(rng, directory)
             yield f"seed {seed}, step {step}: garbage"
         else:
             shutil.rmtree(directory)
@@ -330,32 +322,26 @@ def test_threads_scraping_at_once_agree_with_prometheus_client(directory):
     assert_same(directory, collector, "after the threads")
 
 
-def _grow(directory, count):
-    """A worker process adding label sets to its files as fast as it can."""
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    with worker(None):
-        counter = define()["counter"]
-        histogram = define()["histogram"]
-        for number in range(count):
-            counter.labels("a", f"/{number}").inc()
-            histogram.labels("a", f"/{number}").observe(number % 3)
-
-
 def test_files_growing_while_scrapes_read_them(directory):
+    """A worker adds label sets while scrapes read its files: at each of 10 pauses one
+    scrape sees exactly what it added, and one more races the writes that follow."""
     collector = LockedCollector(directory)
-    child = multiprocessing.get_context("fork").Process(target=_grow, args=(directory, 3000))
-    child.start()
     totals = []
-    deadline = time.monotonic() + 60
-    while child.is_alive() and time.monotonic() < deadline:
+
+    def scrape():
         metrics = {metric.name: metric for metric in collector.collect()}
         events = metrics.get("events")
         totals.append(sum(sample.value for sample in events.samples) if events else 0)
-    child.join(timeout=60)
 
-    assert child.exitcode == 0
-    assert len(totals) > 1, "scrapes ran while the file grew"
+    with writer(directory, 1000, pauses=10) as process:
+        for added in checkpoints(process):
+            scrape()
+            assert totals[-1] == added
+            assert_same(directory, collector, f"paused at {added} label sets")
+        scrape()
+
     assert totals == sorted(totals), "a growing file never reads as fewer values"
+    assert totals[-1] == 1000
     assert_same(directory, collector, "once it stopped growing")
 
 

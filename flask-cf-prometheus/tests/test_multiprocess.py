@@ -1,3 +1,4 @@
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -5,9 +6,10 @@ import os
 import random
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
-import warnings
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,16 +23,11 @@ from flask_cf_prometheus._multiprocess import (
     reset_directory,
 )
 
-from .conftest import worker
+from . import conftest
+from .conftest import KEY_PAST_THE_END, checkpoints, worker, writer
 from .service import create_app
 
 BUCKETS = (0.1, 0.5, 1.0)
-
-
-@pytest.fixture
-def directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    return tmp_path
 
 
 def serve_requests(pid, durations, code="200"):
@@ -81,20 +78,34 @@ def test_a_reused_pid_goes_on_from_the_file_its_namesake_left(directory):
     assert scrape(directory).get_sample_value("last", {"kind": "b", "pid": "120"}) == 6
 
 
-def test_a_forked_worker_writes_files_of_its_own(directory):
-    with worker(pid=None):
-        requests = Counter("requests", "Requests.", registry=None)
-    requests.inc()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads, as pytest's may be.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child = os.fork()
-    if child == 0:
-        requests.inc(2)
-        os._exit(0)
-    os.waitpid(child, 0)
+FORKING_WORKER = """
+import os
+from prometheus_client import Counter
 
-    assert db_files(directory) == sorted([f"counter_{os.getpid()}.db", f"counter_{child}.db"])
+requests = Counter("requests", "Requests.")
+requests.inc()
+child = os.fork()
+if child == 0:
+    requests.inc(2)
+    os._exit(0)
+os.waitpid(child, 0)
+print(os.getpid(), child)
+"""
+
+
+def test_a_forked_worker_writes_files_of_its_own(directory):
+    """As gunicorn forks its workers: in a fresh interpreter, never a fork of pytest's."""
+    forked = subprocess.run(
+        [sys.executable, "-c", FORKING_WORKER],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    parent, child = forked.stdout.split()
+
+    assert db_files(directory) == sorted([f"counter_{parent}.db", f"counter_{child}.db"])
     assert value(directory, "requests_total") == 3
 
 
@@ -182,26 +193,14 @@ def test_max_gauges_are_folded_and_all_gauges_kept_per_worker(directory):
 
 def test_compaction_waits_for_a_scrape_in_progress(directory):
     serve_requests(600, [0.2])
-    scraping = threading.Event()
-    finish_scrape = threading.Event()
+    with _locked(directory, fcntl.LOCK_SH):
+        # While a scrape holds the shared lock, the exclusive one a fold takes cannot be
+        # had: the fold waits, and the scrape sees the dead worker's files.
+        with pytest.raises(BlockingIOError), _locked(directory, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            pass
+        assert "counter_600.db" in db_files(directory)
+    mark_worker_dead(600, directory)
 
-    def slow_scrape():
-        with _locked(directory, fcntl.LOCK_SH):
-            scraping.set()
-            finish_scrape.wait(10)
-
-    scraper = threading.Thread(target=slow_scrape)
-    scraper.start()
-    assert scraping.wait(10)
-    compaction = threading.Thread(target=mark_worker_dead, args=(600, directory))
-    compaction.start()
-
-    compaction.join(0.5)
-    assert compaction.is_alive(), "compaction must wait for the scrape's shared lock"
-    assert "counter_600.db" in db_files(directory)
-    finish_scrape.set()
-    compaction.join(10)
-    scraper.join(10)
     assert db_files(directory) == ["counter_aggregate.db", "histogram_aggregate.db"]
 
 
@@ -210,11 +209,13 @@ def test_scrapes_racing_worker_deaths_never_go_backwards(directory):
     totals = []
     errors = []
     done = threading.Event()
+    scraped = threading.Semaphore(0)
 
     def keep_scraping():
         try:
             while not done.is_set():
                 totals.append(value(directory, "requests_total", code="200"))
+                scraped.release()
         except Exception as error:  # reported by the assertion below
             errors.append(error)
 
@@ -224,88 +225,69 @@ def test_scrapes_racing_worker_deaths_never_go_backwards(directory):
         for pid in range(10_000, 10_000 + deaths):
             serve_requests(pid, [0.2])
             mark_worker_dead(pid, directory)
+            if pid % 10 == 0:  # a scrape at least every 10 deaths, whatever the scheduler
+                assert scraped.acquire(timeout=30), "the scraper stopped"
     finally:
         done.set()
         scraper.join(30)
 
     assert errors == []
-    assert len(totals) > 10
+    assert len(totals) >= deaths // 10
     assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
     assert value(directory, "requests_total", code="200") == deaths
 
 
-def fork(child):
-    """Run `child()` in a forked process, which exits when it returns; return its pid."""
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads, as pytest's may be.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        try:
-            child()
-        finally:
-            os._exit(0)
-    return pid
-
-
-def add_label_sets(pid, count, pause_every=None):
-    """Worker `pid` adds `count` new label sets, one at a time, incrementing each: every
-    new label set makes prometheus_client append to the file and update its header.
-    With `pause_every`, it pauses 2 ms after so many, so that scrapes see the
-    file at many sizes."""
-
-    def child():
-        with worker(pid):
-            requests = Counter("requests", "Requests.", ["key"], registry=None)
-            for key in range(count):
-                requests.labels(str(key)).inc()
-                if pause_every and key % pause_every == 0:
-                    time.sleep(0.002)
-
-    return fork(child)
-
-
-def exited(pid):
-    return os.waitpid(pid, os.WNOHANG) != (0, 0)
-
-
 def test_a_growing_file_never_shows_fewer_bytes_used(directory):
     """Scrapes read as many of a worker's values as its file's header says are there; a
-    header that reads 0, even for an instant, hides all of them (client_python #315)."""
-    writer = add_label_sets(900, 100_000)
-    path = directory / "counter_900.db"
-    deadline = time.monotonic() + 30
-    while not (path.exists() and path.stat().st_size):
-        assert time.monotonic() < deadline, "no file written"
-    reads = 0
+    header that reads 0, even for an instant, hides all of them (client_python #315).
+    A thread reads the header while the worker writes; at each of its pauses, the
+    header has grown."""
     went_down = []
-    with path.open("rb") as file:
-        header = mmap.mmap(file.fileno(), 8, prot=mmap.PROT_READ)
-        last = 0
-        while not exited(writer) and time.monotonic() < deadline:
-            for _ in range(10_000):
-                used = struct.unpack_from("i", header)[0]
-                if used < last:
-                    went_down.append((last, used))
-                last = used
-            reads += 10_000
-        header.close()
+    seen = []
+    with writer(directory, 5_000, pauses=20) as process:
+        paused = checkpoints(process)
+        next(paused)  # its file exists, the first label sets in it
+        path = directory / f"counter_{process.pid}.db"
+        with (
+            path.open("rb") as file,
+            contextlib.closing(mmap.mmap(file.fileno(), 8, prot=mmap.PROT_READ)) as header,
+        ):
+            done = threading.Event()
 
-    assert reads > 100_000
+            def watch():
+                last = 0
+                while not done.is_set():
+                    used = struct.unpack_from("i", header)[0]
+                    if used < last:
+                        went_down.append((last, used))
+                    last = used
+                    time.sleep(0)  # the GIL, for the thread that drives the writer
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                for _ in paused:  # the writer resumes, and this waits for its next pause
+                    seen.append(struct.unpack_from("i", header)[0])
+            finally:
+                done.set()
+                watcher.join(10)
+
     assert went_down == []
+    assert len(seen) == 19
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 19, "the header grew from each pause to the next"
 
 
 def test_scrapes_never_go_backwards_while_a_worker_adds_label_sets(directory):
-    writer = add_label_sets(910, 3_000, pause_every=10)
     totals = []
-    deadline = time.monotonic() + 30
-    while not exited(writer):
-        assert time.monotonic() < deadline, "the writer did not finish"
-        totals.append(total(directory, "requests_total"))
+    with writer(directory, 1_000, pauses=20) as process:
+        for added in checkpoints(process):
+            totals.append(total(directory, "events_total"))
+            assert totals[-1] == added
+        totals.append(total(directory, "events_total"))
 
-    assert len(totals) > 10
-    assert all(later >= earlier for earlier, later in zip(totals, totals[1:], strict=False))
-    assert total(directory, "requests_total") == 3_000
+    assert totals == sorted(totals)
+    assert totals[-1] == 1_000
 
 
 def test_reset_directory_empties_a_previous_run(directory):
@@ -425,7 +407,7 @@ def test_a_failed_fold_is_not_retried_while_a_new_worker_has_the_pid(directory, 
 
 def test_a_worker_file_no_reader_can_read_is_set_aside_and_holds_up_no_other(directory):
     # A file that says it holds 64 bytes of values, with a first key longer than that.
-    (directory / "counter_1260.db").write_bytes(struct.pack("iii", 64, 0, 100).ljust(64, b"\0"))
+    (directory / "counter_1260.db").write_bytes(KEY_PAST_THE_END)
     mark_worker_dead(1260, directory)
 
     serve_requests(1261, [0.2])
@@ -466,7 +448,7 @@ def test_a_worker_dying_while_the_lock_is_broken_is_folded_once_it_works(directo
 def garbage(seed):
     """4 KiB that say they hold 4 KiB of values, and hold random bytes (seeded, so
     that every run reads the same garbage)."""
-    return struct.pack("i", 4096) + random.Random(seed).randbytes(4092)  # noqa: S311
+    return conftest.garbage(random.Random(seed))  # noqa: S311
 
 
 def hostile_files(directory):
