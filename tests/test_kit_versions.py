@@ -52,10 +52,24 @@ def kit_environment(directory, kit_wheels, *requirements):
     return python
 
 
-def test_the_kits_differential_tests_pass_against_each_release_in_its_range(tmp_path, kit_wheels):
+def test_the_kits_differential_tests_pass_against_each_release_in_its_range(
+    tmp_path, kit_wheels, project_python
+):
+    """The newest release in the range is the one pip installs with the kit: the kit's
+    whole suite runs on it under every offered Python (test_pythons.py). Each older one
+    runs the differential tests here."""
     releases = releases_in_range()
+    installed = run(
+        [
+            project_python,
+            "-c",
+            "from importlib import metadata; print(metadata.version('prometheus-client'))",
+        ],
+        cwd=tmp_path,
+    ).stdout.strip()
     assert releases, f"no prometheus_client release in {RANGE} on the index"
-    for release in releases:
+    assert installed == releases[-1]
+    for release in releases[:-1]:
         python = kit_environment(
             tmp_path / release,
             kit_wheels,

@@ -64,8 +64,11 @@ def test_exits_are_counted_by_reason(project, project_python, tmp_path):
         # A request that hangs: the master aborts its worker after the timeout.
         with pytest.raises((urllib.error.URLError, ConnectionError, TimeoutError)):
             urllib.request.urlopen(service.url + "/hang", timeout=TIMEOUT_SECONDS * 5)
-        [aborted] = re.findall(r"WORKER TIMEOUT \(pid:(\d+)\)", service.log_text())
-        service.wait_for_replacement(int(aborted), workers=2)
+        # On a loaded machine a booting worker may time out too: each one is counted.
+        aborted = re.findall(r"WORKER TIMEOUT \(pid:(\d+)\)", service.log_text())
+        assert aborted, service.log_text()
+        for pid in aborted:
+            service.wait_for_replacement(int(pid), workers=2)
 
         victim = service.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
@@ -92,10 +95,13 @@ def test_exits_are_counted_by_reason(project, project_python, tmp_path):
     log = service.log_text()
     recycles = log.count("Autorestarting worker after current request.")
 
+    # Each exit as the master's log tells it, whatever the scheduler made of the timeout.
+    timeouts = log.count("WORKER TIMEOUT")
+    kills = log.count("was sent SIGKILL!")
     assert (completed, failed) == (100, 0)
     assert recycles >= 100 // MAX_REQUESTS - 2
-    assert exits == {"recycled": recycles, "timeout": 1, "shutdown": 2, "killed": 1}
-    assert log.count("WORKER TIMEOUT") == 1
+    assert timeouts >= 1
     assert f"Worker (pid:{victim}) was sent SIGKILL!" in log
+    assert exits == {"recycled": recycles, "timeout": timeouts, "shutdown": 2, "killed": kills}
     assert sample(live, "gunicorn_workers_configured") == 2
     assert sample(live, "gunicorn_workers_alive") == 2
