@@ -446,6 +446,11 @@ def scrape_cost(apps, recycles, scrapes):
             done = app.recycles()
             after = scrape_latency(app, scrapes)
             files = app.metric_files()
+            if app.name == "baked service":
+                # Its directory as the workers left it: folds, aggregates, spare sets,
+                # live workers' files; the reader is measured on a copy, in-process.
+                real = Path(tempfile.mkdtemp(prefix="bench-real-"))
+                shutil.copytree(app.metrics_dir, real, dirs_exist_ok=True)
         finally:
             app.stop()
         print(
@@ -453,6 +458,17 @@ def scrape_cost(apps, recycles, scrapes):
             f"after {done} recycles {after * 1000:6.2f} ms ({files} files)   "
             f"{after / fresh:4.2f}x fresh"
         )
+        if app.name == "baked service":
+            try:
+                subprocess.run(
+                    [app.python, Path(__file__).with_name("scrape_scale.py"), package_of(app)]
+                    + ["--directory", real],
+                    cwd=app.directory,
+                    env={**os.environ, "PYTHONPATH": str(app.directory)},
+                    check=True,
+                )
+            finally:
+                shutil.rmtree(real, ignore_errors=True)
 
 
 def scrape_scale(app, scrapes, seconds):
