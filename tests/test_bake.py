@@ -76,8 +76,11 @@ def test_baked_project_passes_ruff(baked, project_python):
     lint(project, project_python)
 
 
-def test_baked_project_passes_its_own_tests(baked, project_python):
-    project, _ = baked
+@pytest.mark.parametrize("metrics_auth", CHOICES["metrics_auth"])
+def test_baked_project_passes_its_own_tests(cookies, project_python, metrics_auth):
+    """Once per answer that changes the code its tests run (python_version changes
+    ruff's target, checked above for each, and the interpreter, test_pythons.py)."""
+    project = bake(cookies, metrics_auth=metrics_auth)
     result = run_own_tests(project, project_python)
     assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
     assert "failed" not in result.stdout

@@ -432,16 +432,30 @@ def test_child_exit_says_nothing_of_an_exit_before_any_worker_made_the_counter(m
 def test_worker_exit_says_whether_the_worker_was_recycled(
     metrics_dir, monkeypatch, requests_served, reason
 ):
-    recorded = []
-    monkeypatch.setattr(metrics, "record_worker_exit", recorded.append)
+    """Counted once, in this worker's counter, with the first reason given: a worker the
+    master aborts (worker_abort) exits through worker_exit too. The master's own call,
+    for a worker it found gone (another pid), counts nothing."""
+
+    def exits():
+        [family] = metrics.WORKER_EXITS.collect()
+        return {
+            sample.labels["reason"]: sample.value
+            for sample in family.samples
+            if sample.name == "gunicorn_worker_exits_total"
+        }
+
+    monkeypatch.setattr(metrics, "_exit_recorded", False)  # a fresh worker's
+    metrics.prepare_exit_count()
+    before = exits()
     conf = load()
     booted = SimpleNamespace(pid=os.getpid(), booted=True, nr=requests_served, max_requests=100)
 
-    conf["worker_exit"](server=None, worker=booted)
     conf["worker_exit"](server=None, worker=SimpleNamespace(pid=os.getpid() + 1, booted=True))
+    conf["worker_exit"](server=None, worker=booted)
     conf["worker_abort"](worker=booted)
 
-    assert recorded == [reason, "timeout"]
+    counted = {name: exits()[name] - before[name] for name in before}
+    assert counted == {"recycled": 0, "timeout": 0, "shutdown": 0, "killed": 0, reason: 1}
 
 
 def test_child_exit_logs_a_failed_fold_and_leaves_the_master_running(
