@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def run(command, cwd, **kwargs):
 
 
 KIT = TEMPLATE / "flask-cf-prometheus"
+# The kit's version, as its package says it (flit reads it from there too).
+KIT_VERSION = re.search(
+    r'^__version__ = "(.+)"$',
+    (KIT / "src" / "flask_cf_prometheus" / "__init__.py").read_text(),
+    re.MULTILINE,
+)[1]
 
 
 @pytest.fixture(scope="session")

@@ -97,22 +97,19 @@ def check_update(tmp_path, template, first, url, cruft, env):
     git("add", "--all", cwd=project)
     git("commit", "--quiet", "--message", "Made from the template", cwd=project)
     # The team's edits: a view, a metric of its own, a changed setting.
+    package = project / "payments_api"
     edit(
-        project / "payments_api" / "metrics.py",
+        package / "metrics.py",
         "from flask_cf_prometheus import Metrics\n",
         "from flask_cf_prometheus import Metrics\nfrom prometheus_client import Counter\n",
     )
-    (project / "payments_api" / "metrics.py").write_text(
-        (project / "payments_api" / "metrics.py").read_text() + TEAM_METRIC
-    )
     edit(
-        project / "payments_api" / "views.py",
+        package / "views.py",
         "from . import __version__\n",
         "from . import __version__\nfrom .metrics import ORDERS_LISTED\n",
     )
-    (project / "payments_api" / "views.py").write_text(
-        (project / "payments_api" / "views.py").read_text() + TEAM_VIEW
-    )
+    for name, added in (("metrics.py", TEAM_METRIC), ("views.py", TEAM_VIEW)):
+        (package / name).write_text((package / name).read_text() + added)
     edit(project / "manifest.yml", "    env:\n", '    env:\n      GUNICORN_TIMEOUT: "60"\n')
     git("commit", "--quiet", "--all", "--message", "Orders", cwd=project)
     # The template's release: the kit at 0.2.0, and a generated file changed.

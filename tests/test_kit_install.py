@@ -22,13 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GIT_IDENTITY, KIT, bake, run, template_repository
-
-KIT_VERSION = re.search(
-    r'^__version__ = "(.+)"$',
-    (KIT / "src" / "flask_cf_prometheus" / "__init__.py").read_text(),
-    re.MULTILINE,
-)[1]
+from .conftest import GIT_IDENTITY, KIT_VERSION, bake, run, template_repository
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,9 @@ import zipfile
 import pytest
 import yaml
 
-from .conftest import KIT, TEMPLATE, bake, run
+from .conftest import KIT, KIT_VERSION, TEMPLATE, bake, run
 
 WORKFLOW = TEMPLATE / ".github" / "workflows" / "kit.yml"
-KIT_VERSION = re.search(
-    r'^__version__ = "(.+)"$',
-    (KIT / "src" / "flask_cf_prometheus" / "__init__.py").read_text(),
-    re.MULTILINE,
-)[1]
 
 
 @pytest.fixture(scope="module")
