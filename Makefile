@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 SERVICE := build/payments-api
+KIT := flask-cf-prometheus
+KIT_WHEELS := build/kit-wheels
 PORT ?= 8000
 
 .PHONY: run test bench clean grafana-types
@@ -36,15 +38,25 @@ grafana-types:
 		echo "npm not found: the dashboard's type checks will be skipped"; \
 	fi
 
-test: $(VENV)/installed grafana-types
+# Every wheel the tests install (tests/wheelhouse.py says which), downloaded here with the
+# machine's package index, so that the tests themselves reach no network.
+WHEELHOUSE := build/wheelhouse
+SERVICE_TEMPLATE := {{cookiecutter.project_slug}}
+
+$(WHEELHOUSE)/.downloaded: $(VENV)/installed tests/wheelhouse.py cookiecutter.json \
+		$(SERVICE_TEMPLATE)/requirements.txt $(SERVICE_TEMPLATE)/requirements-dev.txt \
+		$(KIT)/requirements-test.txt $(KIT)/pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(VENV)/bin/python tests/wheelhouse.py $(WHEELHOUSE)
+	touch $@
+
+test: $(VENV)/installed $(WHEELHOUSE)/.downloaded grafana-types
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/pytest
 
 # The kit's wheel, built from this checkout: a service baked from a local checkout pins
 # the kit's version, which pip finds here (README.md, The kit).
-KIT := flask-cf-prometheus
-KIT_WHEELS := build/kit-wheels
 
 $(KIT_WHEELS)/.built: $(VENV)/installed $(KIT)/pyproject.toml $(shell find $(KIT)/src -name '*.py')
 	rm -rf $(KIT_WHEELS)

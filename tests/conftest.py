@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import venv
 from pathlib import Path
 
 import pytest
@@ -64,6 +63,11 @@ KIT_VERSION = re.search(
 )[1]
 
 
+# Every wheel the tests install but the kit's, downloaded before they run (make test runs
+# tests/wheelhouse.py), so that no test reaches a network.
+WHEELHOUSE = TEMPLATE / "build" / "wheelhouse"
+
+
 @pytest.fixture(scope="session")
 def kit_wheels(tmp_path_factory):
     """A directory holding the kit's wheel, built from this checkout, for pip's
@@ -81,7 +85,42 @@ def kit_wheels(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def project_python(tmp_path_factory, kit_wheels):
+def wheelhouse():
+    if not WHEELHOUSE.is_dir():
+        pytest.fail(
+            f"{WHEELHOUSE} is missing: run make test, or python tests/wheelhouse.py {WHEELHOUSE}"
+        )
+    return WHEELHOUSE
+
+
+def offline():
+    """The environment of a pip that knows only what its command line names."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("PIP_")}
+    return {**environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def clean_venv(directory, interpreter=sys.executable):
+    """A virtual environment of `interpreter` with nothing installed: this run's pip
+    installs into it (an interpreter unpacked from another distribution, as .ci/run's
+    Debian unstable ones are, may have no ensurepip wheels of its own that work)."""
+    run([interpreter, "-m", "venv", "--without-pip", directory], cwd=Path(directory).parent)
+    return Path(directory) / "bin" / "python"
+
+
+def pip_install(python, *arguments, cwd, find_links=()):
+    """pip install into `python`'s environment from the wheelhouse and `find_links`
+    alone, with no index."""
+    links = [option for link in (WHEELHOUSE, *find_links) for option in ("--find-links", link)]
+    return run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-index"]
+        + [*links, *arguments],
+        cwd=cwd,
+        env=offline(),
+    )
+
+
+@pytest.fixture(scope="session")
+def project_python(tmp_path_factory, kit_wheels, wheelhouse):
     """A Python with a default project's requirements-dev.txt installed, shared by all bakes.
 
     Requirements do not depend on the answers (test_requirements_do_not_depend_on_answers),
@@ -91,14 +130,8 @@ def project_python(tmp_path_factory, kit_wheels):
 
     output = tmp_path_factory.mktemp("requirements")
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output)))
-    env_dir = tmp_path_factory.mktemp("project-venv")
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    run(
-        [python, "-m", "pip", "install", "--quiet", "--find-links", kit_wheels]
-        + ["-r", "requirements-dev.txt"],
-        cwd=project,
-    )
+    python = clean_venv(tmp_path_factory.mktemp("project-venv") / "venv")
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
     return python
 
 

@@ -4,10 +4,9 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 
-from .conftest import GIT_IDENTITY, run, template_repository
+from .conftest import GIT_IDENTITY, clean_venv, pip_install, run, template_repository
 from .service import free_loopback_port
 
 
@@ -148,14 +147,10 @@ def check_update(tmp_path, template, first, url, cruft, env):
     assert 'GUNICORN_TIMEOUT: "60"' in manifest, "the team's setting"
     assert TEAM_VIEW in (project / "payments_api" / "views.py").read_text()
     assert TEAM_METRIC in (project / "payments_api" / "metrics.py").read_text()
-    environment = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", environment], cwd=tmp_path)
-    python = environment / "bin" / "python"
-    run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
-        + ["-r", "requirements-dev.txt"],
-        cwd=project,
-    )
+    # The kit from the template's repository, the rest (and flit_core, to build the kit)
+    # from the wheelhouse.
+    python = clean_venv(tmp_path / "venv")
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project)
     version = run(
         [python, "-c", "import flask_cf_prometheus; print(flask_cf_prometheus.__version__)"],
         cwd=project,

@@ -3,10 +3,9 @@ service's README tells it, run here without a network: from a package index (one
 loopback), as a direct reference to the template's git repository (a bare repository on
 this disk), and from wheels vendored beside the code.
 
-Every other package comes from a wheelhouse that this module downloads once through the
-machine's own index, as the other tests install their requirements; each install below
-then runs with pip's configuration cleared, so that nothing but what the test names is
-reachable.
+Every other package comes from the wheelhouse that `make test` downloads before the tests
+run (tests/wheelhouse.py); each install runs with pip's configuration cleared, so that
+nothing but what the test names is reachable.
 """
 
 import contextlib
@@ -20,45 +19,15 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-
-from .conftest import GIT_IDENTITY, KIT_VERSION, bake, run, template_repository
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(cookies_session, tmp_path_factory):
-    """Wheels of every package a baked service needs but the kit, and of the kit's build
-    backend (pip builds the kit from a git checkout)."""
-    project = bake(cookies_session)
-    requirements = tmp_path_factory.mktemp("requirements") / "requirements.txt"
-    lines = (project / "requirements-dev.txt").read_text().splitlines()
-    lines += (project / "requirements.txt").read_text().splitlines()
-    requirements.write_text(
-        "\n".join(
-            line
-            for line in lines
-            if line and not line.startswith(("#", "-r", "flask-cf-prometheus"))
-        )
-    )
-    wheels = tmp_path_factory.mktemp("wheelhouse")
-    run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--dest", wheels]
-        + ["--requirement", requirements, "flit_core==3.12.0"],
-        cwd=wheels,
-    )
-    return wheels
-
-
-def offline():
-    """The environment of a pip that knows only what its command line names."""
-    environ = {name: value for name, value in os.environ.items() if not name.startswith("PIP_")}
-    return {**environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-
-
-def clean_venv(directory):
-    """A virtual environment with nothing installed; this run's pip installs into it."""
-    run([sys.executable, "-m", "venv", "--without-pip", directory], cwd=directory.parent)
-    return directory / "bin" / "python"
+from .conftest import (
+    GIT_IDENTITY,
+    KIT_VERSION,
+    bake,
+    clean_venv,
+    offline,
+    run,
+    template_repository,
+)
 
 
 def pip(python, *arguments, cwd):

@@ -6,16 +6,14 @@ to decide): the kit's suite fails, saying what to do; `--prove-prometheus-client
 the differential tests against it; and a service's own suite stays green.
 """
 
-import re
 import subprocess
-import sys
 import tomllib
 
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .conftest import KIT, bake, run
+from .conftest import KIT, WHEELHOUSE, bake, clean_venv, pip_install, run
 
 RANGE = SpecifierSet(
     next(
@@ -30,25 +28,22 @@ DIFFERENTIAL = ["tests/test_metric_files.py", "tests/test_multiprocess.py"]
 
 
 def releases_in_range():
-    """Every prometheus_client release the machine's index has in the kit's range."""
-    listed = run(
-        [sys.executable, "-m", "pip", "index", "versions", "prometheus-client"], cwd=KIT
-    ).stdout
-    [versions] = re.findall(r"Available versions: (.+)", listed)
+    """Every prometheus_client release in the kit's range, as the wheelhouse holds them
+    (tests/wheelhouse.py downloads each one the index has)."""
     return sorted(
-        (version for version in versions.split(", ") if Version(version) in RANGE), key=Version
+        (
+            path.name.split("-")[1]
+            for path in WHEELHOUSE.glob("prometheus_client-*.whl")
+            if Version(path.name.split("-")[1]) in RANGE
+        ),
+        key=Version,
     )
 
 
 def kit_environment(directory, kit_wheels, *requirements):
-    run([sys.executable, "-m", "venv", "--without-pip", directory], cwd=directory.parent)
-    python = directory / "bin" / "python"
+    python = clean_venv(directory)
     [wheel] = kit_wheels.glob("*.whl")
-    run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
-        + ["--find-links", kit_wheels, wheel, *requirements],
-        cwd=directory.parent,
-    )
+    pip_install(python, wheel, *requirements, cwd=directory.parent)
     return python
 
 
@@ -87,13 +82,8 @@ def next_release(tmp_path, kit_wheels, cookies):
     """An environment with a baked service's requirements, whose prometheus_client says
     it is the first release past the kit's range."""
     project = bake(cookies)
-    run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "venv"], cwd=tmp_path)
-    python = tmp_path / "venv" / "bin" / "python"
-    run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
-        + ["--find-links", kit_wheels, "-r", "requirements-dev.txt"],
-        cwd=project,
-    )
+    python = clean_venv(tmp_path / "venv")
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
     [dist_info] = (tmp_path / "venv" / "lib").glob(
         "python*/site-packages/prometheus_client-*.dist-info"
     )

@@ -6,13 +6,12 @@ suite passes under it, against the kit's wheel as a service installs it.
 """
 
 import json
-import sys
 
 import pytest
 import yaml
 
 from . import tools
-from .conftest import KIT, TEMPLATE, bake, run
+from .conftest import KIT, TEMPLATE, bake, clean_venv, pip_install, run
 
 OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
 
@@ -22,15 +21,8 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, kit
     interpreter = tools.python(version)
     project = bake(cookies, python_version=version)
     environment = tmp_path / "venv"
-    run([interpreter, "-m", "venv", "--without-pip", environment], cwd=project)
-    # This run's pip installs into it: an interpreter unpacked from another distribution
-    # (.ci/run's Debian unstable ones) may have no ensurepip wheels of its own that work.
-    python = environment / "bin" / "python"
-    run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet"]
-        + ["--find-links", kit_wheels, "-r", "requirements-dev.txt"],
-        cwd=project,
-    )
+    python = clean_venv(environment, interpreter)
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
     ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
     run([environment / "bin" / "ruff", "check", "--no-cache", "."], cwd=project)
     run([environment / "bin" / "ruff", "format", "--check", "--no-cache", "."], cwd=project)
@@ -44,14 +36,9 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, kit
 def test_the_kits_suite_passes_under_each_offered_python(tmp_path, kit_wheels, version):
     interpreter = tools.python(version)
     environment = tmp_path / "venv"
-    run([interpreter, "-m", "venv", "--without-pip", environment], cwd=tmp_path)
-    python = environment / "bin" / "python"
+    python = clean_venv(environment, interpreter)
     [wheel] = kit_wheels.glob("*.whl")
-    run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel]
-        + ["-r", KIT / "requirements-test.txt"],
-        cwd=tmp_path,
-    )
+    pip_install(python, wheel, "-r", KIT / "requirements-test.txt", cwd=tmp_path)
     # From the kit's directory, whose src/ layout keeps the checkout off sys.path: the
     # tests import the installed wheel.
     ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=KIT)
