@@ -181,6 +181,6 @@ def pytest_terminal_summary(terminalreporter):
     from . import tools
 
     if tools.PYTHONS:
-        terminalreporter.section("baked suite, by python_version")
+        terminalreporter.section("the baked suite and the kit's, by python_version")
         for version, outcome in sorted(tools.PYTHONS.items()):
             terminalreporter.write_line(f"{version}: {outcome}")

@@ -29,7 +29,7 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, kit
 
     assert " passed" in ran.stdout, ran.stdout
     assert " skipped" not in ran.stdout, ran.stdout
-    tools.PYTHONS[version] += f": {ran.stdout.strip().splitlines()[-1]}"
+    tools.PYTHONS[version] += f"; baked suite: {ran.stdout.strip().splitlines()[-1]}"
 
 
 @pytest.mark.parametrize("version", OFFERED)
@@ -49,6 +49,7 @@ def test_the_kits_suite_passes_under_each_offered_python(tmp_path, kit_wheels, v
     assert " passed" in ran.stdout, ran.stdout
     assert " skipped" not in ran.stdout, ran.stdout
     assert imported.stdout.startswith(str(environment)), imported.stdout
+    tools.PYTHONS[version] += f"; the kit's suite: {ran.stdout.strip().splitlines()[-1]}"
 
 
 def test_the_templates_own_workflow_runs_ci_under_each_offered_python(template_tool):

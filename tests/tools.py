@@ -105,5 +105,5 @@ def python(version):
     if problem is not None:
         PYTHONS[version] = f"not run: {problem}"
         missing(problem)
-    PYTHONS[version] = f"Python {full} ({binary})"
+    PYTHONS.setdefault(version, f"Python {full} ({binary})")  # each test adds its outcome
     return Path(binary)
