@@ -18,9 +18,14 @@ from pathlib import Path
 import pytest
 
 PROMETHEUS = "Prometheus 2.55 or later (prometheus and promtool: Debian 12's 2.42 is too old)"
+ALERTMANAGER = (
+    "Alertmanager 0.26 or later (alertmanager and amtool: Debian 12's 0.25 is too old;"
+    " Debian unstable's, or the official release)"
+)
 NEEDS = {
     "prometheus": ((2, 55), PROMETHEUS),
     "promtool": ((2, 55), PROMETHEUS),
+    "amtool": ((0, 26), ALERTMANAGER),
     "shellcheck": (
         None,
         "shellcheck (pip install -r requirements-test.txt, or apt-get install shellcheck)",
