@@ -1,14 +1,23 @@
 """Where the alerts go: the baked monitoring/alertmanager.yml passes amtool's own check,
 and amtool's route test sends every alert of alerts.yml to the receiver its severity
 names (Watchdog to its dead man's switch), so that a rule's severity and the route tree
-cannot change apart."""
+cannot change apart. Then the whole way, with real programs: run-prometheus starts
+Prometheus and an Alertmanager, and the Watchdog keeps arriving at a webhook on loopback.
+"""
 
+import contextlib
+import http.server
+import json
 import subprocess
+import threading
+import time
 
 import pytest
 import yaml
 
 from .conftest import bake, run
+from .service import free_loopback_port
+from .test_monitoring import run_prometheus
 from .tools import require
 
 RECEIVERS = {"page": "page", "ticket": "ticket"}
@@ -102,3 +111,78 @@ def test_a_route_to_an_undefined_receiver_fails_the_check(monitoring, tmp_path):
 
     assert completed.returncode != 0
     assert 'undefined receiver "pager"' in completed.stdout + completed.stderr
+
+
+@contextlib.contextmanager
+def webhook_receiver():
+    """Alertmanager's generic webhook, as its documentation describes the payload
+    (prometheus.io/docs/alerting/latest/configuration/#webhook_config): each POST's JSON
+    kept, on loopback."""
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):
+    """The baked configurations, with what the test changes in its own copy: seconds
+    rather than minutes (evaluation, group wait, repeat), the Alertmanager's port, and a
+    webhook for each receiver."""
+    monitoring = bake(cookies) / "monitoring"
+    port = free_loopback_port()
+    prometheus_yml = monitoring / "prometheus.yml"
+    prometheus_yml.write_text(
+        prometheus_yml.read_text()
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace('"127.0.0.1:9093"', f'"127.0.0.1:{port}"')
+    )
+    with webhook_receiver() as (url, received):
+        config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
+        for receiver in config["receivers"]:
+            receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+        for route in config["route"]["routes"]:
+            route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")
+        (monitoring / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        run([require("amtool"), "check-config", "alertmanager.yml"], cwd=monitoring)
+        environ = {
+            "ALERTMANAGER": str(require("alertmanager")),
+            "ALERTMANAGER_PORT": str(port),
+            "METRICS_BASIC_AUTH_TOKEN": "unused",
+        }
+        # With its default resend delay (1m), Prometheus 3.5 sent nothing in its first
+        # 25 seconds here; with 1s it sends as soon as the alert fires.
+        with run_prometheus(monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                watchdogs = [item for item in received if item["receiver"] == "watchdog"]
+                if len(watchdogs) >= 3:
+                    break
+                time.sleep(0.2)
+        log = (tmp_path / "run-prometheus.log").read_text()
+
+    assert len(watchdogs) >= 3, (received, log)
+    for notification in watchdogs:
+        assert notification["version"] == "4"
+        assert notification["status"] == "firing"
+        [alert] = notification["alerts"]
+        assert alert["labels"] == {"alertname": "Watchdog", "severity": "none"}
+        assert alert["annotations"]["summary"].startswith("Always firing")
+    assert "Alertmanager 0." in log

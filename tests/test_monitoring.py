@@ -482,17 +482,20 @@ def target_url(prometheus, instance):
     return None
 
 
-def run_prometheus(monitoring, tmp_path, **environ):
-    """monitoring/run-prometheus with the Prometheus the tests use."""
+def run_prometheus(monitoring, tmp_path, *arguments, **environ):
+    """monitoring/run-prometheus with the Prometheus the tests use; `arguments` go to
+    Prometheus."""
     port = free_loopback_port()
     env = {
         **os.environ,
         "PROMETHEUS": str(require("prometheus")),
         "PROMETHEUS_PORT": str(port),
         "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
+        # An Alertmanager only where a test asks for one (and its port): never on 9093.
+        "ALERTMANAGER": "none",
         **environ,
     }
-    command = [monitoring / "run-prometheus"]
+    command = [monitoring / "run-prometheus", *arguments]
     return running_prometheus(command, port, tmp_path / "run-prometheus.log", env=env)
 
 

@@ -25,6 +25,7 @@ ALERTMANAGER = (
 NEEDS = {
     "prometheus": ((2, 55), PROMETHEUS),
     "promtool": ((2, 55), PROMETHEUS),
+    "alertmanager": ((0, 26), ALERTMANAGER),
     "amtool": ((0, 26), ALERTMANAGER),
     "shellcheck": (
         None,
