@@ -2,12 +2,14 @@
 
 import contextlib
 import http.client
+import http.server
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +20,21 @@ import yaml
 
 START_TIMEOUT = 30
 STOP_TIMEOUT = 15
+
+
+@contextlib.contextmanager
+def serving(handler):
+    """An HTTP server on a free loopback port, answering with `handler` in a thread of its
+    own, for the duration of the block; the server is yielded."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def free_loopback_port():

@@ -9,14 +9,13 @@ import contextlib
 import http.server
 import json
 import subprocess
-import threading
 import time
 
 import pytest
 import yaml
 
 from .conftest import bake, run
-from .service import free_loopback_port
+from .service import free_loopback_port, serving
 from .test_monitoring import run_prometheus
 from .tools import require
 
@@ -131,15 +130,8 @@ def webhook_receiver():
         def log_message(self, format, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 from .conftest import (
@@ -28,6 +27,7 @@ from .conftest import (
     run,
     template_repository,
 )
+from .service import serving
 
 
 def pip(python, *arguments, cwd):
@@ -68,16 +68,8 @@ def package_index(*directories):
             project = root / "simple" / re.sub(r"[-_.]+", "-", name).lower()
             project.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, project / path.name)
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(functools.partial(QuietHandler, directory=str(root))) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/simple/", server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
