@@ -134,15 +134,21 @@ def test_github_workflow_is_valid(baked, template_tool):
         "ruff format --check .",
         "pytest",
     ]
-    # promtool from the image compose.yaml runs, on the rules and their tests.
+    # promtool and amtool from the images compose.yaml runs, on the rules and their tests
+    # and on where the alerts go.
     compose = yaml.safe_load((project / "monitoring" / "compose.yaml").read_text())
-    image = compose["services"]["prometheus"]["image"]
+    images = {name: service["image"] for name, service in compose["services"].items()}
     commands = [step["run"] for step in jobs["alerts"]["steps"] if "run" in step]
-    assert [command.split(image)[1].split() for command in commands] == [
+    assert [command.split(images["prometheus"])[-1].split() for command in commands[:2]] == [
         ["check", "rules", "alerts.yml"],
         ["test", "rules", "alerts_test.yml", "slo_test.yml"],
     ]
-    assert all("--entrypoint promtool" in command for command in commands)
+    assert all("--entrypoint promtool" in command for command in commands[:2])
+    assert commands[2].split(images["alertmanager"])[-1].split() == [
+        "check-config",
+        "alertmanager.yml",
+    ]
+    assert "--entrypoint amtool" in commands[2]
 
 
 def test_dependabot_config_is_valid(baked, template_tool):

@@ -235,6 +235,17 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
     assert services["grafana"]["image"] == f"grafana/grafana:{grafana_version()}"
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
     assert mounts["."] == "/etc/prometheus"
+    # The Alertmanager that prometheus.yml sends alerts to, with alertmanager.yml.
+    alerting = yaml.safe_load((monitoring / "prometheus.yml").read_text())["alerting"]
+    [targets] = [config["targets"] for config in alerting["alertmanagers"][0]["static_configs"]]
+    alertmanager = services["alertmanager"]["command"]
+    assert targets == [
+        next(a.split("=", 1)[1] for a in alertmanager if a.startswith("--web.listen-address="))
+    ]
+    assert mounts["./alertmanager.yml"] == next(
+        a.split("=", 1)[1] for a in alertmanager if a.startswith("--config.file=")
+    )
+    assert "--cluster.listen-address=" in alertmanager
 
 
 def test_run_prometheus_is_clean_shell(cookies):
