@@ -8,6 +8,7 @@ Prometheus and an Alertmanager, and the Watchdog keeps arriving at a webhook on 
 import contextlib
 import http.server
 import json
+import shlex
 import subprocess
 import time
 
@@ -134,22 +135,34 @@ def webhook_receiver():
         yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
 
 
-def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):
-    """The baked configurations, with what the test changes in its own copy: seconds
-    rather than minutes (evaluation, group wait, repeat), the Alertmanager's port, and a
-    webhook for each receiver."""
-    monitoring = bake(cookies) / "monitoring"
+@contextlib.contextmanager
+def alerting_stack(monitoring, tmp_path, service_down_after="5m"):
+    """run-prometheus with the baked configurations and what the test changes in its own
+    copy: seconds rather than minutes (evaluation, ServiceDown's `for`, group waits,
+    repeats), a free port for the Alertmanager and a closed one for the service, and a
+    webhook on loopback for each receiver. Yields the notifications received, and the
+    Alertmanager's URL."""
     port = free_loopback_port()
+    closed = free_loopback_port()  # nothing listens there: the local job is down
     prometheus_yml = monitoring / "prometheus.yml"
     prometheus_yml.write_text(
         prometheus_yml.read_text()
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
         .replace('"127.0.0.1:9093"', f'"127.0.0.1:{port}"')
+        .replace('"127.0.0.1:8000"', f'"127.0.0.1:{closed}"')
     )
+    alerts_yml = monitoring / "alerts.yml"
+    down = "      - alert: ServiceDown\n"
+    text = alerts_yml.read_text()
+    start = text.index(down)
+    text = text[:start] + text[start:].replace("for: 5m", f"for: {service_down_after}", 1)
+    alerts_yml.write_text(text)
     with webhook_receiver() as (url, received):
         config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
         for receiver in config["receivers"]:
             receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+        config["route"].update(group_wait="1s", group_interval="1s")
         for route in config["route"]["routes"]:
             route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")
         (monitoring / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -162,19 +175,73 @@ def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies
         # With its default resend delay (1m), Prometheus 3.5 sent nothing in its first
         # 25 seconds here; with 1s it sends as soon as the alert fires.
         with run_prometheus(monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ):
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                watchdogs = [item for item in received if item["receiver"] == "watchdog"]
-                if len(watchdogs) >= 3:
-                    break
-                time.sleep(0.2)
-        log = (tmp_path / "run-prometheus.log").read_text()
+            yield received, f"http://127.0.0.1:{port}"
 
-    assert len(watchdogs) >= 3, (received, log)
+
+def wait_for(condition, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
+def named(received, alertname):
+    return [
+        notification
+        for notification in received
+        if any(alert["labels"]["alertname"] == alertname for alert in notification["alerts"])
+    ]
+
+
+def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):
+    monitoring = bake(cookies) / "monitoring"
+    with alerting_stack(monitoring, tmp_path) as (received, _):
+        arrived = wait_for(lambda: len(named(received, "Watchdog")) >= 3)
+        watchdogs = named(received, "Watchdog")
+    log = (tmp_path / "run-prometheus.log").read_text()
+
+    assert arrived, (received, log)
     for notification in watchdogs:
         assert notification["version"] == "4"
+        assert notification["receiver"] == "watchdog"
         assert notification["status"] == "firing"
         [alert] = notification["alerts"]
         assert alert["labels"] == {"alertname": "Watchdog", "severity": "none"}
         assert alert["annotations"]["summary"].startswith("Always firing")
     assert "Alertmanager 0." in log
+
+
+def test_a_deploys_silence_holds_the_services_alerts_back_until_it_expires(cookies, tmp_path):
+    """The README's silence for a deploy: the service's alerts (ServiceDown here, its
+    instance down) reach no one while it lasts and arrive once it expires; the Watchdog,
+    which is no service's, keeps arriving all along."""
+    project = bake(cookies)
+    readme = (project / "README.md").read_text()
+    [command] = [line for line in readme.splitlines() if line.startswith("amtool silence add")]
+    with alerting_stack(project / "monitoring", tmp_path, service_down_after="1s") as (
+        received,
+        alertmanager,
+    ):
+        arguments = shlex.split(command)[1:]
+        arguments = [
+            f"--alertmanager.url={alertmanager}" if a.startswith("--alertmanager.url=") else a
+            for a in arguments
+        ]
+        arguments = ["--duration=30s" if a.startswith("--duration=") else a for a in arguments]
+        run([require("amtool"), *arguments], cwd=project)
+        silenced_at = time.monotonic()
+        # While it lasts, with the service down: Watchdogs arrive, ServiceDown does not.
+        assert wait_for(lambda: len(named(received, "Watchdog")) >= 2), received
+        time.sleep(max(0.0, 10 - (time.monotonic() - silenced_at)))
+        during = len(named(received, "ServiceDown"))
+        held_for = time.monotonic() - silenced_at
+        arrived = wait_for(lambda: named(received, "ServiceDown"), seconds=60)
+        after = time.monotonic() - silenced_at
+
+    assert held_for < 30, "measured inside the silence"
+    assert during == 0, f"ServiceDown reached its receiver {held_for:.1f}s into the silence"
+    assert arrived, received
+    assert after >= 30
+    [notification, *_] = named(received, "ServiceDown")
+    assert notification["receiver"] == "page"
+    assert notification["alerts"][0]["labels"]["job"] == "payments-api"
