@@ -214,7 +214,7 @@ class Reader:
         data = _read(path, max(_FIRST_READ, state.end))
         used = _INTEGER.unpack_from(data, _WORD)[0]
         if used > len(data) - _WORD:  # more than the first read took: read it all
-            data = _read(path, used)
+            data = _read(path, used, claimed=True)
         length = len(data) - _WORD
         identity = (status.st_dev, status.st_ino)
         if state.ids and (
@@ -351,12 +351,14 @@ def _kind(name):
     return parts[0], None, None
 
 
-def _read(path, length):
+def _read(path, length, *, claimed=False):
     """Up to `length` bytes from the start of the file, after 8 zero bytes: the value
-    0.0 at double 0, for the slots a file holds no value for. Never more than the file
-    holds, whatever `length` its header claimed (an app's SQLite database claims 1.7 GB)."""
+    0.0 at double 0, for the slots a file holds no value for. A `claimed` length, what
+    the file's header says it uses, is never trusted past what the file holds (an app's
+    SQLite database claims 1.7 GB); the others are a page, or what a file held before."""
     with open(path, "rb", buffering=0) as file:
-        length = min(length, os.fstat(file.fileno()).st_size)
+        if claimed:
+            length = min(length, os.fstat(file.fileno()).st_size)
         buffer = bytearray(_WORD + length)
         view = memoryview(buffer)
         got = 0
