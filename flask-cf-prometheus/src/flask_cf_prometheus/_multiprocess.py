@@ -249,7 +249,7 @@ def check_contents(path, workers):
             f"{setting} holds what is not a metric file ({named}): give the service a"
             " directory of its own, which it empties of metric files at every start"
         )
-    needed = (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
+    needed = _room_needed(workers)
     # What the start will remove counts as room: a restart in place frees it first.
     reclaimed = sum(_disk_bytes(entry) for entry in entries)
     if shutil.disk_usage(directory).free + reclaimed < needed:
@@ -284,6 +284,11 @@ def _disk_bytes(entry):
     return entry.stat().st_blocks * 512
 
 
+def _room_needed(workers):
+    """Bytes the spare sets and `workers` workers' files take."""
+    return (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
+
+
 def _no_room(path, workers, needed, reason):
     return ConfigError(
         f"{METRICS_DIRECTORY}={str(path)!r} has no room for the metric files:"
@@ -307,7 +312,7 @@ def reset_directory(path, workers):
             shutil.rmtree(leftover)
     _unfolded.clear()
     _exits_to_count.clear()
-    needed = (SPARE_SETS + workers) * sum(WORKER_FILE_SIZES.values())
+    needed = _room_needed(workers)
     try:
         if shutil.disk_usage(directory).free < needed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -121,7 +121,11 @@ def _application_id(environ):
     except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         application = None
     application_id = application.get("application_id") if isinstance(application, dict) else None
-    if not isinstance(application_id, str) or not _utf8(application_id).strip():
+    if (
+        not isinstance(application_id, str)
+        or not application_id.strip()
+        or not _utf8(application_id)
+    ):
         raise ConfigError(
             "VCAP_APPLICATION must be a JSON object with an application_id string,"
             " as Cloud Foundry sets it; unset it elsewhere"
@@ -130,13 +134,13 @@ def _application_id(environ):
 
 
 def _utf8(text):
-    """`text` when it can be sent as UTF-8; "" for a JSON string holding a lone
-    surrogate (`"\\ud800"`), which no client can send."""
+    """Whether `text` can be sent as UTF-8: not a JSON string holding a lone surrogate
+    (`"\\ud800"`), which no client can send."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return ""
-    return text
+        return False
+    return True
 
 
 def _basic_auth_credentials(environ):
