@@ -119,6 +119,14 @@ def pip_install(python, *arguments, cwd, find_links=()):
     )
 
 
+def kit_environment(directory, kit_wheels, *requirements, interpreter=sys.executable):
+    """A fresh environment of `interpreter` with the kit's wheel and `requirements`."""
+    python = clean_venv(directory, interpreter)
+    [wheel] = kit_wheels.glob("*.whl")
+    pip_install(python, wheel, *requirements, cwd=Path(directory).parent)
+    return python
+
+
 @pytest.fixture(scope="session")
 def project_python(tmp_path_factory, kit_wheels, wheelhouse):
     """A Python with a default project's requirements-dev.txt installed, shared by all bakes.

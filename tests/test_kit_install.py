@@ -24,6 +24,7 @@ from .conftest import (
     bake,
     clean_venv,
     offline,
+    pip_install,
     run,
     template_repository,
 )
@@ -121,16 +122,8 @@ def test_from_the_templates_git_repository_at_the_commit_it_was_made_from(wheelh
         assert requirement in (project / name).read_text().splitlines(), name
     assert requirement in baked.stdout
     python = clean_venv(tmp_path / "venv")
-    pip(
-        python,
-        "install",
-        "--no-index",
-        "--find-links",
-        wheelhouse,
-        "-r",
-        "requirements-dev.txt",
-        cwd=project,
-    )
+    # The wheelhouse and nothing else: the kit can only come from the repository.
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project)
     version, origin = installed_kit(python)
     assert version == KIT_VERSION
     assert origin["url"] == url

@@ -17,8 +17,9 @@ WORKFLOW = TEMPLATE / ".github" / "workflows" / "kit.yml"
 
 
 @pytest.fixture(scope="module")
-def distributions(tmp_path_factory):
-    """The sdist, built by flit_core as `python -m build` calls it, and the wheel."""
+def distributions(tmp_path_factory, kit_wheels):
+    """The sdist, built by flit_core as `python -m build` calls it, and the wheel the
+    whole run installs (conftest.kit_wheels)."""
     out = tmp_path_factory.mktemp("dist")
     run(
         [
@@ -28,12 +29,7 @@ def distributions(tmp_path_factory):
         ],
         cwd=KIT,
     )
-    run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
-        + ["--wheel-dir", out, KIT],
-        cwd=out,
-    )
-    return sorted(out.iterdir())
+    return sorted([*out.iterdir(), *kit_wheels.glob("*.whl")], key=lambda path: path.name)
 
 
 def test_the_sdist_and_wheel_pass_twine_check(distributions, template_tool):

@@ -7,23 +7,14 @@ the differential tests against it; and a service's own suite stays green.
 """
 
 import subprocess
-import tomllib
 
 import pytest
-from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .conftest import KIT, WHEELHOUSE, bake, clean_venv, pip_install, run
+from .conftest import KIT, WHEELHOUSE, bake, clean_venv, kit_environment, pip_install, run
+from .wheelhouse import prometheus_client_range
 
-RANGE = SpecifierSet(
-    next(
-        requirement.removeprefix("prometheus-client")
-        for requirement in tomllib.loads((KIT / "pyproject.toml").read_text())["project"][
-            "dependencies"
-        ]
-        if requirement.startswith("prometheus-client")
-    )
-)
+RANGE = prometheus_client_range()
 DIFFERENTIAL = ["tests/test_metric_files.py", "tests/test_multiprocess.py"]
 
 
@@ -38,13 +29,6 @@ def releases_in_range():
         ),
         key=Version,
     )
-
-
-def kit_environment(directory, kit_wheels, *requirements):
-    python = clean_venv(directory)
-    [wheel] = kit_wheels.glob("*.whl")
-    pip_install(python, wheel, *requirements, cwd=directory.parent)
-    return python
 
 
 def test_the_kits_differential_tests_pass_against_each_release_in_its_range(

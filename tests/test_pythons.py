@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from . import tools
-from .conftest import KIT, TEMPLATE, bake, clean_venv, pip_install, run
+from .conftest import KIT, TEMPLATE, bake, clean_venv, kit_environment, pip_install, run
 
 OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
 
@@ -36,9 +36,9 @@ def test_the_baked_suite_passes_under_each_offered_python(cookies, tmp_path, kit
 def test_the_kits_suite_passes_under_each_offered_python(tmp_path, kit_wheels, version):
     interpreter = tools.python(version)
     environment = tmp_path / "venv"
-    python = clean_venv(environment, interpreter)
-    [wheel] = kit_wheels.glob("*.whl")
-    pip_install(python, wheel, "-r", KIT / "requirements-test.txt", cwd=tmp_path)
+    python = kit_environment(
+        environment, kit_wheels, "-r", KIT / "requirements-test.txt", interpreter=interpreter
+    )
     # From the kit's directory, whose src/ layout keeps the checkout off sys.path: the
     # tests import the installed wheel.
     ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=KIT)
