@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -45,6 +44,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
+from tests.service import serving  # noqa: E402
 
 # The kit's program, run from this checkout's source: it needs only the standard library.
 DISCOVERY = REPOSITORY / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "discovery.py"
@@ -103,11 +103,6 @@ def measure(apps, instances, count):
         return passes(platform, count, Path(output))
 
 
-class _Targets(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-
 @contextlib.contextmanager
 def target_stand_in():
     """One loopback server answering every scrape with one sample, as every instance."""
@@ -126,13 +121,8 @@ def target_stand_in():
         def log_message(self, *arguments):
             pass
 
-    server = _Targets(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Handler) as server:
         yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def replaced_layout(chosen, replaced):

@@ -49,9 +49,7 @@ import time
 import urllib.parse
 import uuid
 
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+from .service import serving
 
 
 class CloudFoundry:
@@ -430,16 +428,7 @@ def cloudfoundry_api(platform, tls=None):
         def log_message(self, *arguments):
             pass
 
-    server = _Server(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    scheme = "https" if tls is not None else "http"
-    platform.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, tls) as server:
+        scheme = "https" if tls is not None else "http"
+        platform.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
         yield platform
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

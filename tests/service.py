@@ -22,11 +22,20 @@ START_TIMEOUT = 30
 STOP_TIMEOUT = 15
 
 
+class _LoopbackServer(http.server.ThreadingHTTPServer):
+    # A fleet's scrapes, or discovery's requests, arriving at once wait in the backlog
+    # rather than being refused.
+    request_queue_size = 256
+
+
 @contextlib.contextmanager
-def serving(handler):
+def serving(handler, tls=None):
     """An HTTP server on a free loopback port, answering with `handler` in a thread of its
-    own, for the duration of the block; the server is yielded."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    own (HTTPS with the `tls` server context, if any), for the duration of the block;
+    the server is yielded."""
+    server = _LoopbackServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

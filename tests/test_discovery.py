@@ -10,7 +10,6 @@ import os
 import re
 import stat
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -19,7 +18,7 @@ import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .conftest import KIT, bake, cf_discovery, run
-from .service import free_loopback_port
+from .service import free_loopback_port, serving
 from .tools import require
 
 SECRET = "discovery-secret"
@@ -795,10 +794,6 @@ def test_the_files_take_the_group_of_a_set_group_id_directory(
     }
 
 
-class _Prometheus(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-
 @contextlib.contextmanager
 def reload_endpoint(status):
     """A stand-in for Prometheus's /-/reload, answering `status` (a list, changed by the
@@ -817,13 +812,8 @@ def reload_endpoint(status):
         def log_message(self, *arguments):
             pass
 
-    server = _Prometheus(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Handler) as server:
         yield f"http://localhost:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_once_reloads_prometheus_and_says_when_it_cannot(

@@ -7,7 +7,6 @@ import contextlib
 import http.server
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -15,18 +14,13 @@ import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .conftest import bake, cf_discovery
-from .service import free_loopback_port
+from .service import free_loopback_port, serving
 from .test_monitoring import run_prometheus
 
 APPS = 75
 INSTANCES = 4
 GUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
 APP_INSTANCE = re.compile(rf"({GUID}):(\d+)")
-
-
-class _Router(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
 
 
 @contextlib.contextmanager
@@ -83,17 +77,8 @@ def fleet_router(platform, tls=None):
         def log_message(self, *arguments):
             pass
 
-    server = _Router(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, tls) as server:
         yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def inotify_limit():

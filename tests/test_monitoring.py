@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 import types
 import urllib.error
@@ -26,7 +25,7 @@ from .conftest import TEMPLATE, bake, bake_with_views, cf_discovery, run
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
 from .prometheus_server import prometheus_scraping, running_prometheus
-from .service import free_loopback_port, serve
+from .service import free_loopback_port, serve, serving
 from .tools import require
 
 TOKEN = "monitoring-test-token"
@@ -510,10 +509,6 @@ def run_prometheus(monitoring, tmp_path, *arguments, **environ):
     return running_prometheus(command, port, tmp_path / "run-prometheus.log", env=env)
 
 
-class _Router(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-
 @contextlib.contextmanager
 def cloudfoundry_router(backends):
     """A stand-in for Cloud Foundry's router, on loopback: it honours X-CF-APP-INSTANCE as
@@ -568,15 +563,7 @@ def cloudfoundry_router(backends):
         def log_message(self, *arguments):
             pass
 
-    server = _Router(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    router = types.SimpleNamespace(
-        address=f"127.0.0.1:{server.server_address[1]}", seen=seen, refused=refused
-    )
-    try:
-        yield router
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(Handler) as server:
+        yield types.SimpleNamespace(
+            address=f"127.0.0.1:{server.server_address[1]}", seen=seen, refused=refused
+        )
