@@ -18,8 +18,9 @@ KIT_PINS = ("requirements.txt", "monitoring/requirements.txt")
 
 
 def remove_unused(answers, project=Path()):
-    if answers["metrics_auth"] != "basic_auth":
-        # Prometheus sends no credentials to an IP whitelist: no secrets to keep.
+    if answers["metrics_auth"] != "basic_auth" and answers["alert_receiver"] == "none":
+        # Prometheus sends no credentials to an IP whitelist, and Alertmanager sends
+        # nothing anywhere: no secrets to keep.
         shutil.rmtree(project / "monitoring" / "secrets")
 
 

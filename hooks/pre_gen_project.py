@@ -78,6 +78,24 @@ def _latency_threshold_error(value):
     return None
 
 
+# An address as mail relays take it, and a relay as Alertmanager's smarthost: host:port.
+EMAIL_PATTERN = re.compile(r"[^@\s\"'<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+SMARTHOST_PATTERN = re.compile(r"[A-Za-z0-9.-]+:[1-9][0-9]{0,4}")
+README_URL_PATTERN = re.compile(r"https?://[^\s#\"'<>]+")
+
+
+def _email_only(rule):
+    """A setting of the email receiver: as `rule` says when alerts go by email, and left
+    empty otherwise, so that no answer is silently dropped."""
+
+    def check(value, answers):
+        if answers.get("alert_receiver") == "email":
+            return rule(value)
+        return None if value == "" else "is for alert_receiver 'email' only: leave it empty"
+
+    return check
+
+
 RULES = {
     "project_slug": _pattern_error(
         SLUG_PATTERN,
@@ -94,6 +112,20 @@ RULES = {
     "slo_availability": _objective_error,
     "slo_latency_seconds": _latency_threshold_error,
     "slo_latency_target": _objective_error,
+    "readme_url": _pattern_error(
+        README_URL_PATTERN,
+        "must be an http(s) URL with no #fragment, e.g."
+        " https://github.com/team/payments-api/blob/main/README.md",
+    ),
+}
+# Rules that depend on another answer.
+ANSWER_RULES = {
+    "alert_email": _email_only(
+        _pattern_error(EMAIL_PATTERN, "must be an email address, e.g. payments-oncall@example.org")
+    ),
+    "alert_smarthost": _email_only(
+        _pattern_error(SMARTHOST_PATTERN, "must be host:port, e.g. smtp.example.org:587")
+    ),
 }
 
 
@@ -103,6 +135,11 @@ def validation_errors(answers):
     for name, rule in RULES.items():
         value = answers[name]
         problem = rule(value) if isinstance(value, str) else "must be text"
+        if problem:
+            errors.append(f"{name}={value!r} {problem}")
+    for name, rule in ANSWER_RULES.items():
+        value = answers[name]
+        problem = rule(value, answers) if isinstance(value, str) else "must be text"
         if problem:
             errors.append(f"{name}={value!r} {problem}")
     return errors

@@ -8,19 +8,27 @@ Prometheus and an Alertmanager, and the Watchdog keeps arriving at a webhook on 
 import contextlib
 import http.server
 import json
+import os
+import re
 import shlex
+import ssl
 import subprocess
+import threading
 import time
+import urllib.request
 
 import pytest
 import yaml
 
-from .conftest import bake, run
-from .service import free_loopback_port, serving
+from . import alert_receivers
+from .conftest import bake, bake_with_views, run
+from .service import free_loopback_port, serve, serving
+from .test_discovery_networks import certificates
 from .test_monitoring import run_prometheus
 from .tools import require
 
 RECEIVERS = {"page": "page", "ticket": "ticket"}
+TOKEN = "alerting-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -135,42 +143,61 @@ def webhook_receiver():
         yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
 
 
+def every_receiver_a_webhook(url):
+    def configure(config, secrets):
+        for receiver in config["receivers"]:
+            receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+
+    return configure
+
+
 @contextlib.contextmanager
-def alerting_stack(monitoring, tmp_path, service_down_after="5m"):
+def alerting_stack(
+    monitoring,
+    tmp_path,
+    service_down_after="5m",
+    service_port=None,
+    repeat="2s",
+    configure=None,
+    slo_windows=None,
+):
     """run-prometheus with the baked configurations and what the test changes in its own
     copy: seconds rather than minutes (evaluation, ServiceDown's `for`, group waits,
-    repeats), a free port for the Alertmanager and a closed one for the service, and a
-    webhook on loopback for each receiver. Yields the notifications received, and the
-    Alertmanager's URL."""
+    repeats, and the SLO alerts' windows as `slo_windows` maps them), a free port for the
+    Alertmanager, the service's port (a closed one, where nothing listens, by default),
+    and the receivers as `configure(config, secrets)` changes them (a webhook on loopback
+    for each by default, whose notifications are yielded). Yields the notifications
+    received by that webhook, and the Alertmanager's URL."""
     port = free_loopback_port()
-    closed = free_loopback_port()  # nothing listens there: the local job is down
+    service_port = service_port or free_loopback_port()
     prometheus_yml = monitoring / "prometheus.yml"
     prometheus_yml.write_text(
         prometheus_yml.read_text()
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
         .replace('"127.0.0.1:9093"', f'"127.0.0.1:{port}"')
-        .replace('"127.0.0.1:8000"', f'"127.0.0.1:{closed}"')
+        .replace('"127.0.0.1:8000"', f'"127.0.0.1:{service_port}"')
     )
     alerts_yml = monitoring / "alerts.yml"
     down = "      - alert: ServiceDown\n"
     text = alerts_yml.read_text()
     start = text.index(down)
     text = text[:start] + text[start:].replace("for: 5m", f"for: {service_down_after}", 1)
+    for window, seconds in (slo_windows or {}).items():
+        text = text.replace(f"[{window}]", f"[{seconds}]")
     alerts_yml.write_text(text)
     with webhook_receiver() as (url, received):
         config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
-        for receiver in config["receivers"]:
-            receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
+        (configure or every_receiver_a_webhook(url))(config, monitoring / "secrets")
         config["route"].update(group_wait="1s", group_interval="1s")
         for route in config["route"]["routes"]:
-            route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")
+            route.update(group_wait="1s", group_interval="1s", repeat_interval=repeat)
         (monitoring / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         run([require("amtool"), "check-config", "alertmanager.yml"], cwd=monitoring)
         environ = {
             "ALERTMANAGER": str(require("alertmanager")),
             "ALERTMANAGER_PORT": str(port),
-            "METRICS_BASIC_AUTH_TOKEN": "unused",
+            "METRICS_BASIC_AUTH_TOKEN": TOKEN,
         }
         # With its default resend delay (1m), Prometheus 3.5 sent nothing in its first
         # 25 seconds here; with 1s it sends as soon as the alert fires.
@@ -245,3 +272,534 @@ def test_a_deploys_silence_holds_the_services_alerts_back_until_it_expires(cooki
     [notification, *_] = named(received, "ServiceDown")
     assert notification["receiver"] == "page"
     assert notification["alerts"][0]["labels"]["job"] == "payments-api"
+
+
+# Where alerts go, as the alert_receiver prompt chooses: the secret files each choice
+# reads, and the configuration amtool must refuse without its essential setting.
+SECRETS = {
+    "webhook": ["alert-webhook-url", "alert-webhook-token"],
+    "slack": ["slack-webhook-url"],
+    "pagerduty": ["pagerduty-routing-key"],
+    "opsgenie": ["opsgenie-api-key"],
+    "email": ["smtp-password"],
+}
+INTEGRATIONS = {
+    "webhook": "webhook_configs",
+    "slack": "slack_configs",
+    "pagerduty": "pagerduty_configs",
+    "opsgenie": "opsgenie_configs",
+    "email": "email_configs",
+}
+EMAIL = "payments-oncall@example.org"
+README_URL = "https://github.com/service-team/payments-api/blob/main/README.md"
+
+
+def bake_receiver(cookies, receiver, **answers):
+    if receiver == "email":
+        answers.update(alert_email=EMAIL, alert_smarthost="smtp.example.org:587")
+    return bake(cookies, alert_receiver=receiver, **answers)
+
+
+def secret_files(config_text):
+    return set(re.findall(r"^[ -]*\w+_file: (\S+)$", config_text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("receiver", ["none", *SECRETS])
+def test_every_receiver_choice_passes_amtools_check(cookies, receiver):
+    monitoring = bake_receiver(cookies, receiver) / "monitoring"
+    checked = run([require("amtool"), "check-config", "alertmanager.yml"], cwd=monitoring)
+    text = (monitoring / "alertmanager.yml").read_text()
+    config = yaml.safe_load(text)
+    integrations = {
+        receiver["name"]: [key for key in receiver if key.endswith("_configs")]
+        for receiver in config["receivers"]
+    }
+
+    assert "SUCCESS" in checked.stdout, checked.stdout
+    expected = [INTEGRATIONS[receiver]] if receiver in INTEGRATIONS else []
+    assert integrations == {"page": expected, "ticket": expected, "watchdog": []}
+    # Every secret is read from a file under secrets/, which git ignores; none is written.
+    assert secret_files(text) == {f"secrets/{name}" for name in SECRETS.get(receiver, [])}
+    if receiver != "none":
+        assert (monitoring / "secrets" / ".gitignore").read_text().splitlines()[-2:] == [
+            "*",
+            "!.gitignore",
+        ]
+    assert "{{ cookiecutter" not in text
+    assert "{%" not in text
+
+
+def test_email_goes_to_the_prompts_address_through_its_relay(cookies):
+    monitoring = bake_receiver(cookies, "email") / "monitoring"
+    config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
+
+    assert config["global"] == {
+        "smtp_smarthost": "smtp.example.org:587",
+        "smtp_from": EMAIL,
+        "smtp_auth_username": EMAIL,
+        "smtp_auth_password_file": "secrets/smtp-password",
+    }
+    for receiver in config["receivers"][:2]:
+        assert receiver["email_configs"] == [{"to": EMAIL, "send_resolved": True}]
+
+
+# What each receiver cannot go without, and amtool's word for its absence.
+ESSENTIAL = {
+    "webhook": ("url_file", "one of url or url_file must be configured"),
+    "slack": ("api_url_file", "no Slack API URL"),
+    "pagerduty": ("routing_key_file", "missing service or routing key in PagerDuty config"),
+    "opsgenie": ("api_key_file", "no global OpsGenie API Key set"),
+    "email": ("to", "missing to address in email config"),
+}
+
+
+@pytest.mark.parametrize("receiver", list(ESSENTIAL))
+def test_a_broken_receiver_fails_amtools_check(cookies, tmp_path, receiver):
+    monitoring = bake_receiver(cookies, receiver) / "monitoring"
+    key, complaint = ESSENTIAL[receiver]
+    config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
+    del config["receivers"][0][INTEGRATIONS[receiver]][0][key]
+    broken = tmp_path / "alertmanager.yml"
+    broken.write_text(yaml.safe_dump(config))
+
+    completed = subprocess.run(
+        [require("amtool"), "check-config", broken],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert completed.returncode != 0
+    assert complaint in completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize("receiver", list(SECRETS))
+def test_a_missing_secret_stops_run_prometheus_with_its_name(cookies, tmp_path, receiver):
+    """Neither Alertmanager nor amtool looks for a secret file before it sends a
+    notification (amtool's check above passes without one): run-prometheus does, and
+    refuses to start while one is missing or empty, naming it."""
+    monitoring = bake_receiver(cookies, receiver) / "monitoring"
+    *present, missing = SECRETS[receiver]
+    for name in present:
+        (monitoring / "secrets" / name).write_text("a secret")
+    env = {
+        **os.environ,
+        "PROMETHEUS": str(require("prometheus")),
+        "ALERTMANAGER": str(require("alertmanager")),
+        "ALERTMANAGER_PORT": str(free_loopback_port()),
+        "PROMETHEUS_PORT": str(free_loopback_port()),
+        "PROMETHEUS_DATA": str(tmp_path / "data"),
+        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+    }
+
+    outcomes = []
+    for content in (None, ""):
+        if content is not None:
+            (monitoring / "secrets" / missing).write_text(content)
+        completed = subprocess.run(
+            [monitoring / "run-prometheus"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        outcomes.append((completed.returncode, completed.stdout, completed.stderr))
+
+    for returncode, stdout, stderr in outcomes:
+        assert returncode == 1
+        assert stderr == (
+            f"run-prometheus: alertmanager.yml reads secrets/{missing}, which is missing, "
+            "empty or unreadable: create it (README.md, Where alerts go)\n"
+        )
+        assert "Prometheus" not in stdout, "nothing started"
+
+
+@contextlib.contextmanager
+def vendor(receiver, tmp_path):
+    """The stand-in for the vendor of `receiver`, and how to point the baked receivers at
+    it: `configure(config, secrets)` writes the secrets and, where the vendor's address is
+    not a secret, changes it in the test's copy (as an account in another region would)."""
+    if receiver == "webhook":
+        with alert_receivers.webhook(TOKEN) as (url, received):
+
+            def configure(config, secrets):
+                (secrets / "alert-webhook-url").write_text(url + "\n")
+                (secrets / "alert-webhook-token").write_text(TOKEN)
+
+            yield configure, received
+    elif receiver == "slack":
+        with alert_receivers.slack() as (url, received):
+
+            def configure(config, secrets):
+                (secrets / "slack-webhook-url").write_text(url)
+
+            yield configure, received
+    elif receiver == "pagerduty":
+        key = "R0UT1NGKEY0123456789abcdefABCDEF"
+        with alert_receivers.pagerduty(key) as (url, received):
+
+            def configure(config, secrets):
+                (secrets / "pagerduty-routing-key").write_text(key)
+                for each in config["receivers"]:
+                    for integration in each.get("pagerduty_configs", []):
+                        integration["url"] = url
+
+            yield configure, received
+    elif receiver == "opsgenie":
+        key = "eb243592-faa2-4ba2-a551q-1afdf565c889"
+        with alert_receivers.opsgenie(key) as (url, received):
+
+            def configure(config, secrets):
+                (secrets / "opsgenie-api-key").write_text(key)
+                for each in config["receivers"]:
+                    for integration in each.get("opsgenie_configs", []):
+                        integration["api_url"] = url
+
+            yield configure, received
+    elif receiver == "email":
+        ca, certificate, key = certificates(tmp_path)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(certificate, key)
+        password = "relay-password"
+        with alert_receivers.smtp_relay(tls, (EMAIL, password)) as (relay, received):
+
+            def configure(config, secrets):
+                (secrets / "smtp-password").write_text(password)
+                config["global"]["smtp_smarthost"] = relay
+                for each in config["receivers"]:
+                    for integration in each.get("email_configs", []):
+                        integration["tls_config"] = {"ca_file": str(ca)}
+
+            yield configure, received
+
+
+@contextlib.contextmanager
+def switchable_metrics():
+    """A metrics endpoint that fails (503) until `up` is set, then answers."""
+    up = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"# TYPE stand_in gauge\nstand_in 1\n" if up.is_set() else b"down\n"
+            self.send_response(200 if up.is_set() else 503)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):
+            pass
+
+    with serving(Handler) as server:
+        yield server.server_address[1], up
+
+
+@pytest.mark.parametrize("receiver", list(SECRETS))
+def test_a_page_reaches_the_chosen_receiver_and_then_its_resolution(cookies, tmp_path, receiver):
+    """Each alert_receiver choice, with its vendor's stand-in: the service's instance
+    down pages once, in the vendor's format, naming the service, with the summary and the
+    runbook's link; once it is back, one resolved notification follows."""
+    monitoring = bake_receiver(cookies, receiver) / "monitoring"
+    with (
+        switchable_metrics() as (port, up),
+        vendor(receiver, tmp_path) as (configure, received),
+        alerting_stack(
+            monitoring,
+            tmp_path,
+            service_down_after="1s",
+            service_port=port,
+            repeat="1h",
+            configure=configure,
+        ),
+    ):
+        fired = wait_for(lambda: received.named("ServiceDown", "firing"))
+        up.set()
+        resolved = wait_for(lambda: received.named("ServiceDown", "resolved"))
+        time.sleep(3)  # time for a duplicate to arrive, were one sent
+    log = (tmp_path / "run-prometheus.log").read_text()
+
+    assert received.rejected == [], log
+    assert fired, (received.notifications, log)
+    assert resolved, (received.notifications, log)
+    [firing] = received.named("ServiceDown", "firing")
+    [resolution] = received.named("ServiceDown", "resolved")
+    for notification in (firing, resolution):
+        assert notification.job == "payments-api"
+        assert "Prometheus cannot scrape an instance of payments-api." in notification.text
+        assert notification.runbook_url == f"{README_URL}#servicedown"
+        assert notification.urgent in (True, None), "a page, where the vendor says"
+
+
+def test_none_keeps_alerts_in_alertmanager(cookies, tmp_path):
+    """alert_receiver=none: the page reaches Alertmanager, routed to `page`, which sends it
+    nowhere."""
+    monitoring = bake_receiver(cookies, "none") / "monitoring"
+    with alerting_stack(
+        monitoring, tmp_path, service_down_after="1s", configure=lambda config, secrets: None
+    ) as (received, alertmanager):
+        alerts = lambda: [  # noqa: E731
+            alert
+            for alert in api(alertmanager, "/api/v2/alerts")
+            if alert["labels"]["alertname"] == "ServiceDown"
+        ]
+        arrived = wait_for(alerts)
+        time.sleep(2)
+    log = (tmp_path / "run-prometheus.log").read_text()
+
+    assert arrived, log
+    [alert] = arrived
+    assert [receiver["name"] for receiver in alert["receivers"]] == ["page"]
+    assert received == []
+    assert "Notify for alerts failed" not in log
+
+
+def api(alertmanager, path):
+    with urllib.request.urlopen(alertmanager + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
+FAILING = """
+
+@bp.get("/fail")
+def fail():
+    return {"error": "failing on purpose"}, 500
+"""
+
+
+def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_rest(
+    cookies, project_python, tmp_path
+):
+    """A real service under gunicorn, its errors scraped by Prometheus, its alerts through
+    Alertmanager to a webhook: serving only errors trips the fast-burn page (the SLO's
+    windows cut from 1h and 5m to 40s and 20s); it arrives once at the page receiver,
+    naming the service, the objective, the summary and the runbook, while the tickets of
+    the same objective are held back; served well again, one resolution follows. Then the
+    service stops: ServiceDown pages, and the same service's alerts still firing are
+    inhibited by it."""
+    project = bake_with_views(cookies, FAILING, alert_receiver="webhook")
+    monitoring = project / "monitoring"
+    with (
+        serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service,
+        vendor("webhook", tmp_path) as (configure, received),
+        alerting_stack(
+            monitoring,
+            tmp_path,
+            service_down_after="1s",
+            service_port=service.port,
+            repeat="1h",
+            configure=configure,
+            slo_windows={"1h": "40s", "5m": "20s"},
+        ) as (_, alertmanager),
+    ):
+        burn = "AvailabilityBudgetBurn1h"
+        paged = load_until(service, "/fail", lambda: received.named(burn, "firing"))
+        tickets_meanwhile = [n for n in received.notifications if n.urgent is False]
+        resolved = load_until(service, "/", lambda: received.named(burn, "resolved"))
+        time.sleep(3)  # time for a duplicate to arrive, were one sent
+        still_firing = {
+            alert["labels"]["alertname"] for alert in api(alertmanager, "/api/v2/alerts")
+        }
+        service.stop()
+        down = wait_for(lambda: received.named("ServiceDown", "firing"))
+        inhibited = wait_for(
+            lambda: [
+                alert
+                for alert in api(alertmanager, "/api/v2/alerts")
+                if alert["status"]["inhibitedBy"]
+            ]
+        )
+        alerts = api(alertmanager, "/api/v2/alerts")
+    log = (tmp_path / "run-prometheus.log").read_text()
+
+    assert received.rejected == [], log
+    assert paged, (received.notifications, log)
+    assert resolved, (received.notifications, log)
+    [page] = received.named(burn, "firing")
+    [resolution] = received.named(burn, "resolved")
+    for notification in (page, resolution):
+        assert notification.urgent is True
+        assert notification.raw["receiver"] == "page"
+        assert (notification.job, notification.slo) == ("payments-api", "availability")
+        assert notification.text == (
+            "payments-api is burning its availability error budget 14.4 times too fast."
+        )
+        assert notification.runbook_url == f"{README_URL}#availabilitybudgetburn"
+    # The tickets of the same objective fired too (their windows also hold only errors)
+    # and were held back by the page.
+    assert {"AvailabilityBudgetBurn1d", "AvailabilityBudgetBurn3d"} <= still_firing
+    assert tickets_meanwhile == []
+    assert [n for n in received.notifications if n.urgent is False] == []
+
+    assert down, (received.notifications, log)
+    [servicedown] = received.named("ServiceDown", "firing")
+    assert servicedown.raw["receiver"] == "page"
+    fingerprint = {a["labels"]["alertname"]: a["fingerprint"] for a in alerts}["ServiceDown"]
+    held = {
+        alert["labels"]["alertname"]
+        for alert in inhibited
+        if fingerprint in alert["status"]["inhibitedBy"]
+    }
+    assert "AvailabilityBudgetBurn6h" in held, alerts
+    assert all(a["labels"]["job"] == "payments-api" for a in inhibited)
+
+
+def load_until(service, path, condition, seconds=90):
+    """Requests to `path`, a few at a time, until `condition` holds or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        for _ in range(5):
+            service.request(path)
+        time.sleep(0.2)
+    return condition()
+
+
+def post(url, payload, headers=()):
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **dict(headers)},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize(
+    ("stand_in", "path", "payload", "headers"),
+    [
+        (lambda: alert_receivers.webhook("t"), "", {"version": "4"}, {"Authorization": "Bearer t"}),
+        (lambda: alert_receivers.webhook("t"), "", {}, {"Authorization": "Bearer wrong"}),
+        (lambda: alert_receivers.slack(), "", {"username": "no text"}, {}),
+        (lambda: alert_receivers.slack(), "", {"attachments": [{"title": "x"}]}, {}),
+        (
+            lambda: alert_receivers.pagerduty("k" * 32),
+            "",
+            {
+                "routing_key": "k" * 32,
+                "event_action": "trigger",
+                "dedup_key": "d",
+                "payload": {"summary": "s", "source": "x", "severity": "page"},
+            },
+            {},
+        ),
+        (
+            lambda: alert_receivers.pagerduty("k" * 32),
+            "",
+            {"routing_key": "k" * 32, "event_action": "resolve", "dedup_key": "never"},
+            {},
+        ),
+        (
+            lambda: alert_receivers.opsgenie("key"),
+            "v2/alerts",
+            {"message": "m" * 131, "alias": "a", "priority": "P1"},
+            {"Authorization": "GenieKey key"},
+        ),
+        (
+            lambda: alert_receivers.opsgenie("key"),
+            "v2/alerts",
+            {"message": "m", "alias": "a", "priority": "P1"},
+            {"Authorization": "Basic key"},
+        ),
+    ],
+    ids=[
+        "webhook-fields", "webhook-token", "slack-empty", "slack-fallback",
+        "pagerduty-severity", "pagerduty-resolve", "opsgenie-message", "opsgenie-auth",
+    ],
+)  # fmt: skip
+def test_the_stand_ins_refuse_what_their_vendor_refuses(stand_in, path, payload, headers):
+    with stand_in() as (url, received):
+        status = post(url + path, payload, headers)
+
+    assert status == 400
+    assert len(received.rejected) == 1
+    assert received.notifications == []
+
+
+def test_the_smtp_stand_in_refuses_mail_before_login_and_a_wrong_password(tmp_path):
+    import smtplib
+
+    ca, certificate, key = certificates(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    client_tls = ssl.create_default_context(cafile=ca)
+    with alert_receivers.smtp_relay(tls, (EMAIL, "right")) as (relay, received):
+        host, port = relay.split(":")
+        with (
+            smtplib.SMTP(host, int(port), timeout=10) as smtp,
+            pytest.raises(smtplib.SMTPSenderRefused),
+        ):
+            smtp.sendmail(EMAIL, [EMAIL], b"Subject: x\r\n\r\nx")
+        with smtplib.SMTP(host, int(port), timeout=10) as smtp:
+            smtp.starttls(context=client_tls)
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.login(EMAIL, "wrong")
+
+    # smtplib tries each mechanism offered: PLAIN, then LOGIN.
+    assert (
+        received.rejected == ["MAIL before AUTH"] + [f"AUTH as {EMAIL!r} with a wrong password"] * 2
+    )
+    assert received.notifications == []
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
+    project = bake(cookies)
+    readme = (project / "README.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, re.MULTILINE)}
+    board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
+    panels = {panel["id"] for panel in board["panels"]}
+    groups = yaml.safe_load((project / "monitoring" / "alerts.yml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+    without_panel = []
+    for rule in rules:
+        annotations = rule["annotations"]
+        assert annotations["summary"], rule["alert"]
+        assert annotations["description"], rule["alert"]
+        url, _, anchor = annotations["runbook_url"].partition("#")
+        assert url == README_URL
+        assert anchor in anchors, f"{rule['alert']}'s runbook #{anchor} is no README section"
+        if "dashboard" in annotations:
+            path, _, panel = annotations["dashboard"].partition("?viewPanel=panel-")
+            assert path == f"/d/{board['uid']}/payments-api"
+            assert int(panel) in panels
+        else:
+            without_panel.append(rule["alert"])
+    # cf-discovery's alerts are the fleet's, not the service's: the dashboard has no
+    # panel of them; and the Watchdog has nothing to show.
+    assert all(name == "Watchdog" or name.startswith("CloudFoundry") for name in without_panel), (
+        without_panel
+    )
+    assert len(rules) - len(without_panel) >= 14
+
+
+def test_the_dashboard_links_to_the_runbooks(cookies):
+    project = bake(cookies, readme_url="https://git.example.org/team/payments-api/README.md")
+    readme = (project / "README.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, re.MULTILINE)}
+    board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
+    alerts = (project / "monitoring" / "alerts.yml").read_text()
+    links = board["links"] + [link for panel in board["panels"] for link in panel.get("links", [])]
+
+    targets = set()
+    for link in links:
+        url, _, anchor = link["url"].partition("#")
+        assert url == "https://git.example.org/team/payments-api/README.md"
+        assert anchor in anchors
+        targets.add(anchor)
+    runbooks = set(re.findall(r"runbook_url: \S+#(\w+)", alerts))
+    # Every runbook of an alert with a panel is linked from its panel.
+    assert runbooks - targets <= {"watchdog"} | {
+        r for r in runbooks if r.startswith("cloudfoundry")
+    }
+    assert "runbooks" in targets

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from .conftest import KIT, bake, run
+from .tools import require
 
 # What a service runs of the kit: all of it but cf-discovery, whose --help documents it.
 KIT_MODULES = [
@@ -142,9 +143,23 @@ def test_yaml_examples_parse(project):
     blocks = code_blocks((path / "README.md").read_text(), "yaml")
 
     assert blocks
+    receivers = []
     for block in blocks:
         config = yaml.safe_load(block)
-        assert config["scrape_configs"][0]["job_name"] == "payments-api"
+        if isinstance(config, list):  # a receiver of alertmanager.yml
+            receivers.extend(config)
+        else:
+            assert config["scrape_configs"][0]["job_name"] == "payments-api"
+    # The dead man's switch's receiver, in place of the baked one, passes amtool's check.
+    [watchdog] = receivers
+    alertmanager = path / "monitoring" / "alertmanager.yml"
+    config = yaml.safe_load(alertmanager.read_text())
+    config["receivers"] = [r for r in config["receivers"] if r["name"] != "watchdog"]
+    alertmanager.write_text(
+        yaml.safe_dump({**config, "receivers": [*config["receivers"], watchdog]})
+    )
+    run([require("amtool"), "check-config", alertmanager], cwd=path)
+    assert watchdog["webhook_configs"] == [{"url_file": "secrets/watchdog-url"}]
 
 
 def test_custom_metric_example_works_as_written(cookies, project_python):

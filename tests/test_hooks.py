@@ -18,6 +18,15 @@ TEMPLATE_DEFAULTS = {
     "slo_availability": "99.9",
     "slo_latency_seconds": "0.5",
     "slo_latency_target": "99",
+    "alert_receiver": "none",
+    "alert_email": "",
+    "alert_smarthost": "",
+    "readme_url": "https://github.com/service-team/payments-api/blob/main/README.md",
+}
+EMAIL = {
+    "alert_receiver": "email",
+    "alert_email": "payments-oncall@example.org",
+    "alert_smarthost": "smtp.example.org:587",
 }
 
 
@@ -55,6 +64,48 @@ def test_defaults_are_valid():
 )
 def test_valid_answers(name, value):
     assert errors_for(**{name: value}) == []
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"readme_url": "https://gitlab.example.org/team/payments-api/-/blob/main/README.md"},
+        {"readme_url": "http://git.internal/payments-api/README.md"},
+        EMAIL,
+        {**EMAIL, "alert_email": "team+alerts@mail.example.co.uk", "alert_smarthost": "relay:25"},
+        {"alert_receiver": "pagerduty"},
+    ],
+)
+def test_valid_alerting_answers(answers):
+    assert errors_for(**answers) == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "name", "rule"),
+    [
+        ({"readme_url": "github.com/team/x"}, "readme_url", "an http(s) URL"),
+        ({"readme_url": "https://x/README.md#alerts"}, "readme_url", "no #fragment"),
+        ({"readme_url": "https://x/a b"}, "readme_url", "an http(s) URL"),
+        ({**EMAIL, "alert_email": ""}, "alert_email", "must be an email address"),
+        ({**EMAIL, "alert_email": "oncall"}, "alert_email", "must be an email address"),
+        ({**EMAIL, "alert_email": "a@b"}, "alert_email", "must be an email address"),
+        ({**EMAIL, "alert_email": "a@b.c, d@e.f"}, "alert_email", "must be an email address"),
+        ({**EMAIL, "alert_smarthost": ""}, "alert_smarthost", "must be host:port"),
+        ({**EMAIL, "alert_smarthost": "smtp.example.org"}, "alert_smarthost", "host:port"),
+        ({**EMAIL, "alert_smarthost": "smtp.example.org:0"}, "alert_smarthost", "host:port"),
+        (
+            {"alert_receiver": "slack", "alert_email": "a@b.org"},
+            "alert_email",
+            "is for alert_receiver 'email' only",
+        ),
+        ({"alert_smarthost": "smtp:25"}, "alert_smarthost", "is for alert_receiver 'email' only"),
+    ],
+)
+def test_invalid_alerting_answer_names_variable_and_rule(answers, name, rule):
+    [error] = errors_for(**answers)
+
+    assert error.startswith(f"{name}={answers[name]!r} ")
+    assert rule in error
 
 
 @pytest.mark.parametrize(
