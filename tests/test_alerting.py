@@ -803,3 +803,61 @@ def test_the_dashboard_links_to_the_runbooks(cookies):
         r for r in runbooks if r.startswith("cloudfoundry")
     }
     assert "runbooks" in targets
+
+
+def test_the_services_own_route_test_fails_when_a_severity_and_the_tree_part(
+    cookies, project_python
+):
+    """The baked service's tests/test_alerts.py, which its CI runs with amtool: it passes
+    as baked, and fails when a rule's severity or the route tree changes alone."""
+    project = bake(cookies)
+    monitoring = project / "monitoring"
+    rules = alerts(monitoring)
+    command = [
+        project_python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_alerts.py",
+    ]
+
+    def outcome(**environ):
+        completed = subprocess.run(
+            command,
+            cwd=project,
+            env={**os.environ, **environ},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return completed.returncode, completed.stdout
+
+    baked = outcome()
+    without_amtool = outcome(PATH=str(project_python.parent), CI="")
+    without_amtool_in_ci = outcome(PATH=str(project_python.parent), CI="true")
+    alerts_yml = monitoring / "alerts.yml"
+    original = alerts_yml.read_text()
+    alerts_yml.write_text(original.replace("severity: page", "severity: pager", 1))
+    severity_changed = outcome()
+    alerts_yml.write_text(original)
+    alertmanager_yml = monitoring / "alertmanager.yml"
+    alertmanager_yml.write_text(
+        alertmanager_yml.read_text().replace("- receiver: ticket\n", "- receiver: page\n", 1)
+    )
+    tree_changed = outcome()
+
+    assert baked == (0, baked[1])
+    assert f"{len(rules)} passed" in baked[1]
+    assert without_amtool[0] == 0
+    assert f"{len(rules)} skipped" in without_amtool[1]
+    assert without_amtool_in_ci[0] == 1
+    assert "no amtool on PATH: install Alertmanager 0.26 or later" in without_amtool_in_ci[1]
+    assert severity_changed[0] == 1
+    assert "1 failed" in severity_changed[1]
+    assert "[ServiceDown]" in severity_changed[1]
+    assert tree_changed[0] == 1
+    tickets = sum(1 for _, labels in rules if labels.get("severity") == "ticket")
+    assert f"{tickets} failed" in tree_changed[1]

@@ -129,6 +129,14 @@ def test_github_workflow_is_valid(baked, template_tool):
     jobs = yaml.safe_load(workflow.read_text())["jobs"]
     steps = jobs["test"]["steps"]
     assert steps[1]["with"]["python-version"] == answers["python_version"]
+    # tests/test_alerts.py's amtool, from the image compose.yaml runs.
+    compose_images = yaml.safe_load((project / "monitoring" / "compose.yaml").read_text())
+    [amtool] = [step["run"] for step in steps if step.get("name") == "amtool"]
+    assert (
+        f"docker create --name alertmanager {compose_images['services']['alertmanager']['image']}"
+        in amtool
+    )
+    assert "/bin/amtool /usr/local/bin/amtool" in amtool
     assert [step.get("run") for step in steps[-3:]] == [
         "ruff check .",
         "ruff format --check .",
