@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import ssl
 import subprocess
 import threading
@@ -861,3 +862,60 @@ def test_the_services_own_route_test_fails_when_a_severity_and_the_tree_part(
     assert tree_changed[0] == 1
     tickets = sum(1 for _, labels in rules if labels.get("severity") == "ticket")
     assert f"{tickets} failed" in tree_changed[1]
+
+
+@pytest.mark.parametrize("receiver", ["pagerduty", "webhook"])
+def test_the_prometheus_apps_alertmanager_writes_its_secrets_from_the_environment(
+    cookies, tmp_path, receiver
+):
+    """The Prometheus app's Alertmanager sidecar (deploy/cloudfoundry.yml), whose
+    secrets/ is never pushed: its command writes each secret file from the variable that
+    the manifest's `cf set-env` lines name, readable by its owner only, and Alertmanager
+    starts on loopback; an unset variable stops it, named."""
+    monitoring = bake_receiver(cookies, receiver) / "monitoring"
+    manifest = (monitoring / "deploy" / "cloudfoundry.yml").read_text()
+    [app] = yaml.safe_load(manifest)["applications"]
+    [sidecar] = [sidecar for sidecar in app["sidecars"] if sidecar["name"] == "alertmanager"]
+    variables = re.findall(r"^#   cf set-env prometheus (\w+) \"\$\(cat secrets/", manifest, re.M)
+    assert len(variables) == len(SECRETS[receiver])
+    shutil.rmtree(monitoring / "secrets")
+    port = free_loopback_port()
+    env = {
+        **os.environ,
+        "ALERTMANAGER": str(require("alertmanager")),
+        "ALERTMANAGER_PORT": str(port),
+        "TMPDIR": str(tmp_path),
+    }
+    command = ["bash", "-c", sidecar["command"]]
+
+    unset = subprocess.run(
+        command, cwd=monitoring, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    values = {variable: f"value of {variable}" for variable in variables}
+    with subprocess.Popen(
+        command, cwd=monitoring, env={**env, **values}, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            ready = wait_for(lambda: answers(f"http://127.0.0.1:{port}/-/ready"), seconds=30)
+        finally:
+            process.terminate()
+            log = process.communicate(timeout=15)[1]
+
+    assert unset.returncode == 1
+    assert f"set {variables[0]} (cf set-env prometheus {variables[0]} ...)" in unset.stderr
+    assert ready, log
+    for variable, secret in zip(variables, SECRETS[receiver], strict=True):
+        written = monitoring / "secrets" / secret
+        assert written.read_text() == values[variable]
+        assert written.stat().st_mode & 0o777 == 0o600
+    prometheus_app = yaml.safe_load((monitoring / "deploy" / "prometheus-app.yml").read_text())
+    [alertmanagers] = prometheus_app["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"] == [{"targets": ["127.0.0.1:9093"]}]
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -147,9 +147,10 @@ def test_the_prometheus_app_manifest_is_valid_and_holds_no_secret(monitoring, te
     [app] = yaml.safe_load(manifest.read_text())["applications"]
     assert app["path"] == ".."
     assert not [name for name in app["env"] if re.search("SECRET|PASSWORD", name)]
-    [sidecar] = app["sidecars"]
-    assert sidecar["process_types"] == ["web"]
-    assert "cf-discovery" in shlex.split(sidecar["command"])
+    sidecars = {sidecar["name"]: sidecar for sidecar in app["sidecars"]}
+    assert sorted(sidecars) == ["alertmanager", "cf-discovery"]
+    assert all(sidecar["process_types"] == ["web"] for sidecar in sidecars.values())
+    assert "cf-discovery" in shlex.split(sidecars["cf-discovery"]["command"])
     assert "--web.enable-lifecycle" in app["command"]
     assert app["no-route"] is True, "its lifecycle API is never on a route"
 
@@ -161,7 +162,7 @@ def test_the_prometheus_app_runs_its_sidecars_command_and_loads_what_it_writes(
     requirements.txt pins, writes cf-targets/ as the app's Prometheus configuration
     includes it; promtool accepts the whole."""
     [app] = yaml.safe_load((monitoring / "deploy" / "cloudfoundry.yml").read_text())["applications"]
-    [sidecar] = app["sidecars"]
+    [sidecar] = [sidecar for sidecar in app["sidecars"] if sidecar["name"] == "cf-discovery"]
     arguments = shlex.split(sidecar["command"])
     assert arguments[:2] == ["exec", "cf-discovery"]
     service = (monitoring.parent / "requirements.txt").read_text().splitlines()
