@@ -964,3 +964,71 @@ def test_the_manifest_labels_the_app_as_discovery_reads_it(project):
         "labels": {"prometheus.io/scrape": "true"},
         "annotations": {"prometheus.io/path": "/metrics", "prometheus.io/auth": "app-guid"},
     }
+
+
+def shard_instances(project, python, platform, tmp_path, count, *arguments):
+    """Each shard's instances (the header values its jobs send), from N runs of
+    cf-discovery --shard I/N, each with its own output."""
+    shards = []
+    for index in range(count):
+        output = tmp_path / f"shard-{index}-of-{count}"
+        output.mkdir(parents=True, exist_ok=True)
+        code, lines = discovery(
+            project, python, platform, output, f"--shard={index}/{count}", *arguments
+        )
+        assert code == 0, lines
+        listed = jobs(output).values() if (output / f"cf-{FOUNDATION}.yml").exists() else []
+        shards.append(
+            {
+                value
+                for job in listed
+                if kept(output, job["job_name"])
+                for values in job["http_headers"].values()
+                for value in values["values"]
+            }
+        )
+    return shards
+
+
+@pytest.mark.parametrize("header", ["app", "process"])
+def test_shards_scrape_every_instance_exactly_once_and_keep_them_through_scale_and_deploy(
+    project, project_python, platform, tmp_path, header
+):
+    apps = [
+        platform.push(f"app-{n}", platform.live, f"app-{n}.apps.example.com", 3, LABELS)
+        for n in range(12)
+    ]
+    arguments = ("--scheme=http", f"--instance-header={header}")
+    whole = shard_instances(project, project_python, platform, tmp_path / "whole", 1, *arguments)[0]
+    before = shard_instances(project, project_python, platform, tmp_path, 3, *arguments)
+    platform.scale(apps[0], 5)
+    platform.add_web_process(apps[1], 3)  # a rolling deploy's new process, beside the old
+    after = shard_instances(project, project_python, platform, tmp_path, 3, *arguments)
+
+    assert len(whole) == 36
+    assert set().union(*before) == whole
+    assert sum(len(shard) for shard in before) == len(whole), "no instance in two shards"
+    assert all(8 <= len(shard) <= 16 for shard in before), [len(s) for s in before]
+    # Every instance stays in its shard; only the new ones are placed.
+    for old, new in zip(before, after, strict=True):
+        assert old <= new
+    added = set().union(*after) - whole
+    assert sum(len(shard) for shard in after) == len(whole) + len(added)
+    assert len(added) == (2 if header == "app" else 5)
+
+
+@pytest.mark.parametrize("value", ["2/2", "1", "-1/2", "0/0", "a/b", "1/2/3", "０/2"])
+def test_a_shard_that_is_not_i_of_n_is_refused(project, project_python, platform, tmp_path, value):
+    completed = subprocess.run(
+        [cf_discovery(project_python), "--once", "--no-reload", f"--shard={value}"],
+        env=environment(platform),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 2
+    assert f"argument --shard: {value!r} is not I/N with 0 <= I < N, e.g. 0/2" in completed.stderr
+    assert "Traceback" not in completed.stderr

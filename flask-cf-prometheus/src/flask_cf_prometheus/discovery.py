@@ -18,6 +18,11 @@ or none), prometheus.io/route (which of its routes, as host.domain[/path]) and
 prometheus.io/job (the job label; default the app's name, less a blue-green deploy's
 -venerable suffix).
 
+With --shard I/N it writes only the instances of shard I of N (from 0): an instance's
+shard is a hash of its header's value, so N agents, each with its own cf-discovery, scrape
+every instance exactly once between them, and scaling or deploying one app moves no
+other instance from its shard.
+
 Without --once it repeats every interval. Either way it asks Prometheus to reload
 (/-/reload) when a job came or went, and a job whose instance went stays, without a
 target, for two minutes before it goes. When the API fails, the files of the last good
@@ -30,6 +35,7 @@ import base64
 import contextlib
 import email.utils
 import fcntl
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -435,6 +441,15 @@ class Settings:
         self.ca_file = options.scrape_ca_file
         self.proxy_url = options.scrape_proxy_url
         self.proxy_from_environment = options.scrape_proxy_from_environment
+        self.shard = options.shard
+
+    def scrapes(self, instance):
+        """Whether this shard scrapes the instance named by its header's value."""
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        digest = hashlib.sha256(instance.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % count == index
 
 
 def bucket_file(foundation, job_name):
@@ -456,6 +471,8 @@ def instance_jobs(found, settings):
             keys = [(guid, "X-CF-APP-INSTANCE", max(app["processes"].values()))]
         for key, header, count in keys:
             for index in range(count):
+                if not settings.scrapes(f"{key}:{index}"):
+                    continue
                 # Unique in Prometheus's whole configuration, whatever else it loads.
                 name = f"cf-{settings.foundation}-{key}-{index}"
                 labels = {
@@ -941,6 +958,13 @@ def host_and_port(text):
     return text
 
 
+def shard(text):
+    match = re.fullmatch(r"([0-9]{1,6})/([0-9]{1,6})", text)
+    if not match or int(match[1]) >= int(match[2]):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N, e.g. 0/2")
+    return int(match[1]), int(match[2])
+
+
 def seconds(text):
     """A positive number of seconds, for argparse."""
     value = float(text)
@@ -1007,6 +1031,12 @@ def arguments(argv):
         "--scrape-ca-file",
         type=lambda text: Path(text).resolve(),
         help="CA file the jobs trust for the routes' TLS",
+    )
+    parser.add_argument(
+        "--shard",
+        type=shard,
+        help="I/N: only the instances of shard I of N (from 0), for N agents that share"
+        " a fleet, each with its own --output",
     )
     proxy = parser.add_mutually_exclusive_group()
     proxy.add_argument("--scrape-proxy-url", type=http_url, help="a proxy for the jobs")
