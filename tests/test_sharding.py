@@ -38,12 +38,13 @@ def test_promtool_accepts_the_agent_configuration_in_agent_mode(tmp_path):
 
 
 @contextlib.contextmanager
-def receiver(tmp_path):
-    """A Prometheus that stores what the agents send (--web.enable-remote-write-receiver)."""
+def receiver(tmp_path, port=None):
+    """A Prometheus that stores what the agents send (--web.enable-remote-write-receiver),
+    on `port` (a free one by default); started again on the same port, it keeps its data."""
     directory = tmp_path / "receiver"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     (directory / "prometheus.yml").write_text("global:\n  evaluation_interval: 1s\n")
-    port = free_loopback_port()
+    port = port or free_loopback_port()
     command = [
         require("prometheus"),
         f"--config.file={directory / 'prometheus.yml'}",
@@ -74,16 +75,7 @@ def agent(tmp_path, shard, write_url, platform, discovery, stack):
     remote["queue_config"]["batch_send_deadline"] = "1s"
     (directory / "prometheus-agent.yml").write_text(yaml.safe_dump(config))
     port = free_loopback_port()
-    command = [
-        require("prometheus"),
-        "--agent",
-        f"--config.file={directory / 'prometheus-agent.yml'}",
-        f"--storage.agent.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-lifecycle",
-    ]
-    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_SHARD": str(shard)}
-    with running_prometheus(command, port, directory / "agent.log", env=env) as server:
+    with agent_process(directory, shard, port) as server:
         log = stack.enter_context((directory / "cf-discovery.log").open("w"))
         process = subprocess.Popen(
             [
@@ -104,6 +96,28 @@ def agent(tmp_path, shard, write_url, platform, discovery, stack):
         finally:
             process.terminate()
             process.wait(15)
+
+
+def agent_process(directory, shard, port):
+    """The agent's Prometheus alone, as `agent` set its directory up: started again, it
+    replays its write-ahead log. It stops at once, leaving what it could not send in its
+    log, rather than trying for a minute (--storage.remote.flush-deadline)."""
+    command = [
+        require("prometheus"),
+        "--agent",
+        f"--config.file={directory / 'prometheus-agent.yml'}",
+        f"--storage.agent.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.remote.flush-deadline=1s",
+    ]
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_SHARD": str(shard)}
+    log = directory / "agent.log"
+    with log.open("a") as previous:
+        previous.write("--- started\n")
+    return running_prometheus(
+        command, port, directory / f"agent-{time.monotonic_ns()}.log", env=env
+    )
 
 
 def arrived(store, count, timeout=120, steady=6):
@@ -191,3 +205,78 @@ def test_shards_write_every_instance_once_to_the_store_through_scale_and_deploy(
         (shard, sum(1 for item in changed if item["metric"]["prometheus_shard"] == shard))
         for shard in ("0", "1")
     )
+
+
+def test_the_store_down_for_a_minute_loses_nothing_but_an_agent_restart_loses_its_backlog(
+    project_python, tmp_path
+):
+    """The store down for a minute: the agents keep scraping into their write-ahead logs
+    and send it all once it is back, so agent 1's instances have a sample at every scrape
+    of the minute. Agent 0, stopped 30 s in and started again 10 s later, sends what it
+    scrapes from then on, but not what it had scraped before it stopped: Prometheus's
+    remote write starts from the end of the log it replays (prometheus/prometheus#8809,
+    open), which the README says. This test tells when that changes."""
+    platform = CloudFoundry(page_size=100)
+    apps, instances = 20, 5
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cloudfoundry_api(platform))
+        router = stack.enter_context(fleet_router(platform))
+        space = platform.space("live", platform.organization("fleet"))
+        for number in range(apps):
+            platform.push(
+                f"app-{number}",
+                space,
+                router,
+                instances,
+                {"prometheus.io/scrape": "true"},
+                {"prometheus.io/auth": "none"},
+            )
+        store_port = free_loopback_port()
+        store = stack.enter_context(receiver(tmp_path, store_port))
+        write_url = f"{store.url}/api/v1/write"
+        agents = [
+            stack.enter_context(
+                agent(tmp_path, shard, write_url, platform, cf_discovery(project_python), stack)
+            )
+            for shard in range(SHARDS)
+        ]
+        arrived(store, apps * instances)
+        store.process.terminate()
+        store.process.wait(15)
+        down = time.time()
+        time.sleep(30)
+        stopped = time.time()
+        agents[0].process.terminate()
+        agents[0].process.wait(15)
+        time.sleep(10)
+        agent_port = int(agents[0].url.rsplit(":", 1)[1])
+        stack.enter_context(agent_process(tmp_path / "agent-0", 0, agent_port))
+        restarted = time.time()
+        time.sleep(max(0.0, 60 - (time.time() - down)))
+        store = stack.enter_context(receiver(tmp_path, store_port))
+        back = time.time()
+        arrived(store, apps * instances)
+
+        def samples(shard, start, end):
+            """Each instance of the shard's count of samples from start to end."""
+            window = int(end - start)
+            result = store.get(
+                "/api/v1/query",
+                query=f'count_over_time(up{{cf_foundation="lab", prometheus_shard="{shard}"}}'
+                f"[{window}s])",
+                time=f"{end:.3f}",
+            )["result"]
+            return [float(item["value"][1]) for item in result], window
+
+        agent_1, agent_1_window = samples("1", down + 1, back - 1)
+        agent_0_before, _ = samples("0", down + 1, stopped - 1)
+        agent_0_after, agent_0_window = samples("0", restarted + 4, back - 1)
+        in_shard_0 = len(store.query('up{cf_foundation="lab", prometheus_shard="0"}'))
+
+    # Scraped every 2 s: a sample per instance and scrape, give or take one at each end.
+    assert agent_1, "agent 1 has instances"
+    assert min(agent_1) >= agent_1_window / 2 - 2, (agent_1_window, sorted(agent_1)[:5])
+    assert in_shard_0 > 0
+    assert len(agent_0_after) == in_shard_0
+    assert min(agent_0_after) >= agent_0_window / 2 - 2, (agent_0_window, sorted(agent_0_after))
+    assert agent_0_before == [], "what agent 0 scraped before its restart was sent after all"
