@@ -1,7 +1,7 @@
 """Past one Prometheus: two Prometheus agents, each with the kit's agent configuration
 (deploy/prometheus-agent.yml) and its own cf-discovery --shard I/2, scrape a fleet of
 300 instances behind the router's stand-in and write every sample by remote write to a
-real receiver (a Prometheus with its remote-write receiver). Every instance's `up`
+real store (a Prometheus with its remote-write receiver, and VictoriaMetrics). Every instance's `up`
 arrives there exactly once, labelled with the shard that scraped it, and stays so
 through a scale and a rolling deploy."""
 
@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
@@ -38,21 +39,31 @@ def test_promtool_accepts_the_agent_configuration_in_agent_mode(tmp_path):
 
 
 @contextlib.contextmanager
-def receiver(tmp_path, port=None):
-    """A Prometheus that stores what the agents send (--web.enable-remote-write-receiver),
-    on `port` (a free one by default); started again on the same port, it keeps its data."""
-    directory = tmp_path / "receiver"
+def receiver(tmp_path, port=None, kind="prometheus"):
+    """A store for what the agents send, on `port` (a free one by default); started again
+    on the same port, it keeps its data. Prometheus with its remote-write receiver, or
+    VictoriaMetrics (queried at once: no 30 s latency offset). Both answer Prometheus's
+    query API, at url + /api/v1/query, and take remote writes at url + /api/v1/write."""
+    directory = tmp_path / kind
     directory.mkdir(exist_ok=True)
-    (directory / "prometheus.yml").write_text("global:\n  evaluation_interval: 1s\n")
     port = port or free_loopback_port()
-    command = [
-        require("prometheus"),
-        f"--config.file={directory / 'prometheus.yml'}",
-        f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-remote-write-receiver",
-    ]
-    with running_prometheus(command, port, directory / "prometheus.log") as server:
+    if kind == "prometheus":
+        (directory / "prometheus.yml").write_text("global:\n  evaluation_interval: 1s\n")
+        command = [
+            require("prometheus"),
+            f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+        ]
+    else:
+        command = [
+            require("victoria-metrics"),
+            f"-storageDataPath={directory / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-search.latencyOffset=0s",
+        ]
+    with running_prometheus(command, port, directory / "store.log") as server:
         yield server
 
 
@@ -142,8 +153,9 @@ def instance(item):
     return item["metric"]["cf_process_guid"], item["metric"]["cf_instance_index"]
 
 
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 def test_shards_write_every_instance_once_to_the_store_through_scale_and_deploy(
-    cookies, project_python, tmp_path
+    project_python, tmp_path, kind
 ):
     platform = CloudFoundry(page_size=100)
     with contextlib.ExitStack() as stack:
@@ -162,7 +174,7 @@ def test_shards_write_every_instance_once_to_the_store_through_scale_and_deploy(
             )
             for number in range(APPS)
         ]
-        store = stack.enter_context(receiver(tmp_path))
+        store = stack.enter_context(receiver(tmp_path, kind=kind))
         write_url = f"{store.url}/api/v1/write"
         for shard in range(SHARDS):
             stack.enter_context(

@@ -27,6 +27,8 @@ NEEDS = {
     "promtool": ((2, 55), PROMETHEUS),
     "alertmanager": ((0, 26), ALERTMANAGER),
     "amtool": ((0, 26), ALERTMANAGER),
+    # Debian's build reports no version: any will do.
+    "victoria-metrics": (None, "VictoriaMetrics (Debian's victoria-metrics, or its release)"),
     "shellcheck": (
         None,
         "shellcheck (pip install -r requirements-test.txt, or apt-get install shellcheck)",
