@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import KIT, cf_discovery, run
+from .conftest import KIT, bake_with_views, cf_discovery, run
 from .prometheus_server import running_prometheus
-from .service import free_loopback_port
+from .service import free_loopback_port, serve
 from .test_discovery_fleet import fleet_router
+from .test_monitoring import cloudfoundry_router
 from .tools import require
 
 APPS = 60
@@ -39,16 +40,21 @@ def test_promtool_accepts_the_agent_configuration_in_agent_mode(tmp_path):
 
 
 @contextlib.contextmanager
-def receiver(tmp_path, port=None, kind="prometheus"):
+def receiver(tmp_path, port=None, kind="prometheus", rules=None):
     """A store for what the agents send, on `port` (a free one by default); started again
     on the same port, it keeps its data. Prometheus with its remote-write receiver, or
     VictoriaMetrics (queried at once: no 30 s latency offset). Both answer Prometheus's
-    query API, at url + /api/v1/query, and take remote writes at url + /api/v1/write."""
+    query API, at url + /api/v1/query, and take remote writes at url + /api/v1/write.
+    With `rules`, a rule file, its ruler evaluates them every second: Prometheus itself,
+    or vmalert, which writes what it records and ALERTS into VictoriaMetrics."""
     directory = tmp_path / kind
     directory.mkdir(exist_ok=True)
     port = port or free_loopback_port()
     if kind == "prometheus":
-        (directory / "prometheus.yml").write_text("global:\n  evaluation_interval: 1s\n")
+        config = {"global": {"evaluation_interval": "1s"}}
+        if rules:
+            config["rule_files"] = [str(rules)]
+        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
         command = [
             require("prometheus"),
             f"--config.file={directory / 'prometheus.yml'}",
@@ -64,11 +70,25 @@ def receiver(tmp_path, port=None, kind="prometheus"):
             "-search.latencyOffset=0s",
         ]
     with running_prometheus(command, port, directory / "store.log") as server:
-        yield server
+        if kind == "prometheus" or not rules:
+            yield server
+            return
+        ruler_port = free_loopback_port()
+        ruler = [
+            require("vmalert"),
+            f"-rule={rules}",
+            f"-datasource.url={server.url}",
+            f"-remoteWrite.url={server.url}",
+            "-evaluationInterval=1s",
+            "-notifier.blackhole",
+            f"-httpListenAddr=127.0.0.1:{ruler_port}",
+        ]
+        with running_prometheus(ruler, ruler_port, directory / "vmalert.log"):
+            yield server
 
 
 @contextlib.contextmanager
-def agent(tmp_path, shard, write_url, platform, discovery, stack):
+def agent(tmp_path, shard, write_url, platform, discovery, stack, header="process"):
     """Agent `shard` of SHARDS: the kit's configuration in a directory of its own (scrapes
     every 2 s, sends at least every second, to `write_url`), its cf-discovery (the
     program `discovery`) beside it."""
@@ -95,7 +115,7 @@ def agent(tmp_path, shard, write_url, platform, discovery, stack):
                 f"--shard={shard}/{SHARDS}",
                 "--interval=2",
                 "--scheme=http",
-                "--instance-header=process",
+                f"--instance-header={header}",
                 f"--prometheus={server.url}",
                 f"--metrics-address=127.0.0.1:{discovery_port}",
             ],
@@ -292,3 +312,99 @@ def test_the_store_down_for_a_minute_loses_nothing_but_an_agent_restart_loses_it
     assert len(agent_0_after) == in_shard_0
     assert min(agent_0_after) >= agent_0_window / 2 - 2, (agent_0_window, sorted(agent_0_after))
     assert agent_0_before == [], "what agent 0 scraped before its restart was sent after all"
+
+
+FAILING = """
+
+@bp.get("/fail")
+def fail():
+    return {"error": "failing on purpose"}, 500
+"""
+
+
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
+def test_an_slo_alert_fires_from_the_stores_rules(cookies, project_python, tmp_path, kind):
+    """The service's alerts.yml (its SLO windows cut from 1h and 5m to 40s and 20s)
+    evaluated where the data is, by the store's ruler: two real instances of a service
+    under gunicorn, behind the router's stand-in, among 100 stand-in instances, scraped
+    by two agents; serving errors, the fast-burn page fires in the store for the service
+    as a whole, its error ratio summed over both instances whichever shard each is in."""
+    project = bake_with_views(cookies, FAILING, metrics_auth="ip_whitelist")
+    rules = project / "monitoring" / "alerts.yml"
+    text = rules.read_text()
+    for window, seconds in (("1h", "40s"), ("5m", "20s")):
+        text = text.replace(f"[{window}]", f"[{seconds}]")
+    rules.write_text(text)
+    platform = CloudFoundry(page_size=100)
+    backends = {}
+    whitelist = {"METRICS_IP_WHITELIST": "127.0.0.1"}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cloudfoundry_api(platform))
+        fleet = stack.enter_context(fleet_router(platform))
+        router = stack.enter_context(cloudfoundry_router(backends))
+        space = platform.space("live", platform.organization("payments"))
+        for number in range(20):
+            platform.push(
+                f"app-{number}",
+                space,
+                fleet,
+                INSTANCES,
+                {"prometheus.io/scrape": "true"},
+                {"prometheus.io/auth": "none"},
+            )
+        guid = platform.push(
+            "payments-api",
+            space,
+            router.address,
+            2,
+            {"prometheus.io/scrape": "true"},
+            {"prometheus.io/auth": "none"},
+        )
+        homes = [tmp_path / name for name in ("instance-0", "instance-1")]
+        for home in homes:
+            home.mkdir()
+        services = [
+            stack.enter_context(serve(project, project_python, home, **whitelist)) for home in homes
+        ]
+        for index, service in enumerate(services):
+            backends[f"{guid}:{index}"] = service.url
+        store = stack.enter_context(receiver(tmp_path, kind=kind, rules=rules))
+        for shard in range(SHARDS):
+            stack.enter_context(
+                agent(
+                    tmp_path,
+                    shard,
+                    f"{store.url}/api/v1/write",
+                    platform,
+                    cf_discovery(project_python),
+                    stack,
+                    header="app",
+                )
+            )
+        arrived(store, 20 * INSTANCES + 2)
+        shards = {
+            item["metric"]["cf_instance_index"]: item["metric"]["prometheus_shard"]
+            for item in store.query('up{job="payments-api"}')
+        }
+        firing = 'ALERTS{alertname="AvailabilityBudgetBurn1h", alertstate="firing"}'
+        deadline = time.monotonic() + 120
+        while not store.query(firing) and time.monotonic() < deadline:
+            for service in services:
+                for _ in range(3):
+                    service.request("/fail")
+            time.sleep(0.2)
+        alerts = store.query(firing)
+        ratio = store.query("job:slo_availability_errors:ratio_rate5m")
+
+    assert sorted(shards) == ["0", "1"], "both instances scraped, each by one agent"
+    [alert] = alerts
+    assert {key: alert["metric"][key] for key in ("job", "slo", "severity")} == {
+        "job": "payments-api",
+        "slo": "availability",
+        "severity": "page",
+    }
+    # Recorded over the service as a whole: no instance, no shard.
+    [recorded] = [item for item in ratio if item["metric"].get("job") == "payments-api"]
+    assert "instance" not in recorded["metric"]
+    assert "prometheus_shard" not in recorded["metric"]
+    assert float(recorded["value"][1]) == 1.0

@@ -29,6 +29,7 @@ NEEDS = {
     "amtool": ((0, 26), ALERTMANAGER),
     # Debian's build reports no version: any will do.
     "victoria-metrics": (None, "VictoriaMetrics (Debian's victoria-metrics, or its release)"),
+    "vmalert": (None, "vmalert (Debian's victoria-metrics, or VictoriaMetrics' release)"),
     "shellcheck": (
         None,
         "shellcheck (pip install -r requirements-test.txt, or apt-get install shellcheck)",
