@@ -9,6 +9,8 @@ KIT_WHEELS := build/kit-wheels
 PORT ?= 8000
 
 .PHONY: run test bench clean grafana-types
+# Test processes; each module's tests stay in one, with its module-scoped bakes.
+TEST_WORKERS ?= 2
 
 $(VENV)/installed: requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +55,7 @@ $(WHEELHOUSE)/.downloaded: $(VENV)/installed tests/wheelhouse.py cookiecutter.js
 test: $(VENV)/installed $(WHEELHOUSE)/.downloaded grafana-types
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The kit's wheel, built from this checkout: a service baked from a local checkout pins
 # the kit's version, which pip finds here (README.md, The kit).

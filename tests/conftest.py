@@ -184,11 +184,30 @@ def template_tool():
     return tool
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Which Python each python_version choice's baked suite ran under (test_pythons.py)."""
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """test_pythons.py's findings so far, on its tests' reports: they reach the summary
+    from whichever test process (pytest-xdist) ran them."""
     from . import tools
 
-    if tools.PYTHONS:
+    report = yield
+    if item.module.__name__.endswith(".test_pythons") and tools.PYTHONS and call.when == "call":
+        report.user_properties.append(("pythons", dict(tools.PYTHONS)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which Python each python_version choice's baked suite ran under (test_pythons.py)."""
+    pythons = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "pythons":
+                    # Each report holds what its process had found so far: the longest
+                    # line of each version is the whole of it.
+                    for version, outcome in value.items():
+                        pythons[version] = max(pythons.get(version, ""), outcome, key=len)
+    if pythons:
         terminalreporter.section("the baked suite and the kit's, by python_version")
-        for version, outcome in sorted(tools.PYTHONS.items()):
+        for version, outcome in sorted(pythons.items()):
             terminalreporter.write_line(f"{version}: {outcome}")
