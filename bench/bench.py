@@ -9,9 +9,10 @@ loads each in interleaved rounds, sync and gthread workers; the medians of reque
 second and of the workers' CPU time per request are printed as ratios to the bare app.
 Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind; the cost of a
-scrape at scale, 2 to 16 workers' files (scrape_scale.py); and the kit's cf-discovery's
+scrape at scale, 2 to 16 workers' files (scrape_scale.py); the kit's cf-discovery's
 passes over 500 apps of 4 instances against the Cloud Foundry API stand-in
-(discovery.py).
+(discovery.py); and two sharded Prometheus agents against one Prometheus over the same
+1,000 instances (sharding.py).
 
 Wall-clock throughput swings from round to round on a shared machine, so the same apps
 are also measured in instructions per request, under callgrind, which counts the same
@@ -53,7 +54,7 @@ TOKEN = "bench-token"
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
-PARTS = ("throughput", "instructions", "scrape", "scale", "discovery")
+PARTS = ("throughput", "instructions", "scrape", "scale", "discovery", "sharding")
 # The baked service's views and settings, without its middleware (request ids and
 # timing) or metrics endpoint; {package} is filled in.
 BARE_APP = """
@@ -593,12 +594,14 @@ def wrk_latencies(port, seconds):
     }
 
 
-def build(workdir):
+def baked_service(workdir, *requirements):
+    """A default project baked into `workdir`, and the Python of a virtual environment
+    with its requirements (the kit's wheel built from this checkout, which its version
+    pin finds) and `requirements`."""
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
     environment = workdir / "venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
-    # The kit's wheel from this checkout, which the service's version pin finds.
     kit_wheels = workdir / "kit-wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
@@ -606,21 +609,15 @@ def build(workdir):
         check=True,
     )
     subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--find-links",
-            kit_wheels,
-            "-r",
-            project / "requirements.txt",
-            EXPORTER,
-            GDS_METRICS,
-        ],
+        [python, "-m", "pip", "install", "--quiet", "--find-links", kit_wheels]
+        + ["-r", project / "requirements.txt", *requirements],
         check=True,
     )
+    return project, python
+
+
+def build(workdir):
+    project, python = baked_service(workdir, EXPORTER, GDS_METRICS)
     package = next(project.glob("*/metrics.py")).parent.name
     (project / "bare_app.py").write_text(BARE_APP.format(package=package))
     (project / "exporter_app.py").write_text(EXPORTER_APP.format(package=package))
@@ -702,7 +699,11 @@ def main():
     describe_machine()
     if "discovery" in args.parts:
         discovery.main([])
-    if set(args.parts) <= {"discovery"}:
+    if "sharding" in args.parts:
+        import sharding  # bench/sharding.py, which uses this file's baked_service
+
+        sharding.main([])
+    if set(args.parts) <= {"discovery", "sharding"}:
         return
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         apps = build(Path(workdir))

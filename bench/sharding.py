@@ -34,7 +34,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import venv
 from pathlib import Path
 
 import yaml
@@ -42,8 +41,7 @@ import yaml
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from cookiecutter.main import cookiecutter  # noqa: E402
-
+from bench import baked_service  # noqa: E402  (bench/bench.py, beside this file)
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
 from tests.service import Gunicorn, free_loopback_port, serving  # noqa: E402
 
@@ -58,26 +56,11 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", re.MULTIL
 def service_exposition(workdir):
     """A default baked service's metrics, under gunicorn with 2 workers, after 40
     requests to its views."""
-    project = Path(cookiecutter(str(REPOSITORY), no_input=True, output_dir=str(workdir)))
-    environment = workdir / "venv"
-    venv.create(environment, with_pip=True)
-    kit_wheels = workdir / "kit-wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
-        + ["--wheel-dir", kit_wheels, REPOSITORY / "flask-cf-prometheus"],
-        check=True,
-    )
-    # The tests' wheelhouse when make test has filled it, else the index.
-    subprocess.run(
-        [environment / "bin" / "python", "-m", "pip", "install", "--quiet"]
-        + ["--find-links", kit_wheels, "--find-links", REPOSITORY / "build" / "wheelhouse"]
-        + ["-r", project / "requirements.txt"],
-        check=True,
-    )
+    project, python = baked_service(workdir)
     port = free_loopback_port()
     env = {
         **os.environ,
-        "PATH": f"{environment / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}",
         "PORT": str(port),
         "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
         "WEB_CONCURRENCY": "2",
@@ -119,7 +102,9 @@ def router(exposition):
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(exposition)))
             self.end_headers()
-            self.wfile.write(exposition)
+            # A Prometheus that stops mid-scrape closes the connection: nothing to answer.
+            with contextlib.suppress(ConnectionError):
+                self.wfile.write(exposition)
 
         def log_message(self, *arguments):
             pass
@@ -297,6 +282,8 @@ def main(argv=None):
     for name, base, value, form in rows:
         print(f"{name:36}{base:>16{form}}{value:>12{form}}{value / base if base else 0:>8.2f}")
     print(f"{'bytes per sample sent (agents)':36}{'':>16}{sharded['bytes per sample']:>12.2f}")
+    scraped = one["samples"] * 15 / max(one["held"], 1)
+    print(f"Series per instance, as scraped (with up and scrape_*): {scraped:.0f}")
     print("The store's own CPU and memory are not counted: it stands for Mimir or the like.")
 
 

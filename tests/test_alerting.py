@@ -417,6 +417,13 @@ def test_a_missing_secret_stops_run_prometheus_with_its_name(cookies, tmp_path, 
         assert "Prometheus" not in stdout, "nothing started"
 
 
+def point(config, integrations, field, value):
+    """Set `field` of every receiver's `integrations` (pagerduty_configs, say)."""
+    for receiver in config["receivers"]:
+        for integration in receiver.get(integrations, []):
+            integration[field] = value
+
+
 @contextlib.contextmanager
 def vendor(receiver, tmp_path):
     """The stand-in for the vendor of `receiver`, and how to point the baked receivers at
@@ -443,9 +450,7 @@ def vendor(receiver, tmp_path):
 
             def configure(config, secrets):
                 (secrets / "pagerduty-routing-key").write_text(key)
-                for each in config["receivers"]:
-                    for integration in each.get("pagerduty_configs", []):
-                        integration["url"] = url
+                point(config, "pagerduty_configs", "url", url)
 
             yield configure, received
     elif receiver == "opsgenie":
@@ -454,9 +459,7 @@ def vendor(receiver, tmp_path):
 
             def configure(config, secrets):
                 (secrets / "opsgenie-api-key").write_text(key)
-                for each in config["receivers"]:
-                    for integration in each.get("opsgenie_configs", []):
-                        integration["api_url"] = url
+                point(config, "opsgenie_configs", "api_url", url)
 
             yield configure, received
     elif receiver == "email":
@@ -469,9 +472,7 @@ def vendor(receiver, tmp_path):
             def configure(config, secrets):
                 (secrets / "smtp-password").write_text(password)
                 config["global"]["smtp_smarthost"] = relay
-                for each in config["receivers"]:
-                    for integration in each.get("email_configs", []):
-                        integration["tls_config"] = {"ca_file": str(ca)}
+                point(config, "email_configs", "tls_config", {"ca_file": str(ca)})
 
             yield configure, received
 
