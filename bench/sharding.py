@@ -102,9 +102,12 @@ def router(exposition):
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(exposition)))
             self.end_headers()
+            self.wfile.write(exposition)
+
+        def handle(self):
             # A Prometheus that stops mid-scrape closes the connection: nothing to answer.
             with contextlib.suppress(ConnectionError):
-                self.wfile.write(exposition)
+                super().handle()
 
         def log_message(self, *arguments):
             pass
