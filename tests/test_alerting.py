@@ -295,10 +295,19 @@ EMAIL = "payments-oncall@example.org"
 README_URL = "https://github.com/service-team/payments-api/blob/main/README.md"
 
 
-def bake_receiver(cookies, receiver, **answers):
+def receiver_answers(receiver):
+    """The answers that send alerts to `receiver`."""
     if receiver == "email":
-        answers.update(alert_email=EMAIL, alert_smarthost="smtp.example.org:587")
-    return bake(cookies, alert_receiver=receiver, **answers)
+        return {
+            "alert_receiver": receiver,
+            "alert_email": EMAIL,
+            "alert_smarthost": "smtp.example.org:587",
+        }
+    return {"alert_receiver": receiver}
+
+
+def bake_receiver(cookies, receiver, **answers):
+    return bake(cookies, **receiver_answers(receiver), **answers)
 
 
 def secret_files(config_text):
@@ -570,21 +579,23 @@ def fail():
 """
 
 
+@pytest.mark.parametrize("receiver", list(SECRETS))
 def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_rest(
-    cookies, project_python, tmp_path
+    cookies, project_python, tmp_path, receiver
 ):
     """A real service under gunicorn, its errors scraped by Prometheus, its alerts through
-    Alertmanager to a webhook: serving only errors trips the fast-burn page (the SLO's
-    windows cut from 1h and 5m to 40s and 20s); it arrives once at the page receiver,
-    naming the service, the objective, the summary and the runbook, while the tickets of
-    the same objective are held back; served well again, one resolution follows. Then the
-    service stops: ServiceDown pages, and the same service's alerts still firing are
-    inhibited by it."""
-    project = bake_with_views(cookies, FAILING, alert_receiver="webhook")
+    Alertmanager to each vendor's stand-in: serving only errors trips the fast-burn page
+    (the SLO's windows cut from 1h and 5m to 40s and 20s); it arrives once, naming the
+    service, the objective, the summary and the runbook, while the tickets of the same
+    objective are held back; served well again, one resolution follows. Then the service
+    stops: ServiceDown pages, and the same service's alerts still firing are inhibited
+    by it."""
+    project = bake_with_views(cookies, FAILING, **receiver_answers(receiver))
     monitoring = project / "monitoring"
+    tickets = ("AvailabilityBudgetBurn1d", "AvailabilityBudgetBurn3d")
     with (
         serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=TOKEN) as service,
-        vendor("webhook", tmp_path) as (configure, received),
+        vendor(receiver, tmp_path) as (configure, received),
         alerting_stack(
             monitoring,
             tmp_path,
@@ -597,12 +608,19 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
     ):
         burn = "AvailabilityBudgetBurn1h"
         paged = load_until(service, "/fail", lambda: received.named(burn, "firing"))
-        tickets_meanwhile = [n for n in received.notifications if n.urgent is False]
+        held_tickets = wait_for(
+            lambda: (
+                {
+                    alert["labels"]["alertname"]
+                    for alert in api(alertmanager, "/api/v2/alerts")
+                    if alert["labels"]["alertname"] in tickets and alert["status"]["inhibitedBy"]
+                }
+                == set(tickets)
+            ),
+            seconds=30,
+        )
         resolved = load_until(service, "/", lambda: received.named(burn, "resolved"))
         time.sleep(3)  # time for a duplicate to arrive, were one sent
-        still_firing = {
-            alert["labels"]["alertname"] for alert in api(alertmanager, "/api/v2/alerts")
-        }
         service.stop()
         down = wait_for(lambda: received.named("ServiceDown", "firing"))
         inhibited = wait_for(
@@ -621,22 +639,25 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
     [page] = received.named(burn, "firing")
     [resolution] = received.named(burn, "resolved")
     for notification in (page, resolution):
-        assert notification.urgent is True
-        assert notification.raw["receiver"] == "page"
-        assert (notification.job, notification.slo) == ("payments-api", "availability")
-        assert notification.text == (
-            "payments-api is burning its availability error budget 14.4 times too fast."
+        assert notification.urgent in (True, None), "a page, where the vendor says"
+        assert notification.job == "payments-api"
+        # The objective: a label where the vendor's payload carries labels, and in the
+        # summary everywhere.
+        assert notification.slo in ("availability", None)
+        assert "payments-api is burning its availability error budget 14.4 times too fast." in (
+            notification.text
         )
         assert notification.runbook_url == f"{README_URL}#availabilitybudgetburn"
     # The tickets of the same objective fired too (their windows also hold only errors)
-    # and were held back by the page.
-    assert {"AvailabilityBudgetBurn1d", "AvailabilityBudgetBurn3d"} <= still_firing
-    assert tickets_meanwhile == []
-    assert [n for n in received.notifications if n.urgent is False] == []
+    # and were held back by the page: none reached anyone.
+    assert held_tickets, alerts
+    assert [n for n in received.notifications if n.alertname in tickets] == []
+    if receiver == "webhook":
+        assert page.raw["receiver"] == "page"
 
     assert down, (received.notifications, log)
     [servicedown] = received.named("ServiceDown", "firing")
-    assert servicedown.raw["receiver"] == "page"
+    assert servicedown.urgent in (True, None)
     fingerprint = {a["labels"]["alertname"]: a["fingerprint"] for a in alerts}["ServiceDown"]
     held = {
         alert["labels"]["alertname"]
