@@ -439,6 +439,11 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
             time.sleep(0.2)
         alerts = store.query(firing)
         ratio = store.query("job:slo_availability_errors:ratio_rate5m")
+        # Each instance's request totals, by the shards that sent them.
+        totals = store.query(
+            "count by (cf_instance_index, prometheus_shard)"
+            ' (http_server_requests_total{job="payments-api"})'
+        )
 
     # Every real instance once, answering, and both shards scraping some of them.
     assert len(real) == REAL_INSTANCES
@@ -447,6 +452,14 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     }
     assert all(item["value"][1] == "1" for item in real)
     assert {item["metric"]["prometheus_shard"] for item in real} == {"0", "1"}
+    # Their request totals too: every instance's, each from one shard only, the one that
+    # scrapes its up.
+    shard_of = {
+        item["metric"]["cf_instance_index"]: item["metric"]["prometheus_shard"] for item in real
+    }
+    assert sorted(
+        (item["metric"]["cf_instance_index"], item["metric"]["prometheus_shard"]) for item in totals
+    ) == sorted(shard_of.items())
     [alert] = alerts
     assert {key: alert["metric"][key] for key in ("job", "slo", "severity")} == {
         "job": "payments-api",
