@@ -290,6 +290,7 @@ def test_an_agent_or_the_store_down_for_a_minute_loses_nothing_but_a_restart_its
         resumed = time.time()
         arrived(store, apps * instances)
         time.sleep(10)
+        replayed = agent_0.log.read_text()
         # The store down for a minute; agent 0 stopped 30 s in, started 10 s later.
         store.process.terminate()
         store.process.wait(15)
@@ -325,6 +326,7 @@ def test_an_agent_or_the_store_down_for_a_minute_loses_nothing_but_a_restart_its
         in_shard_0 = len(store.query('up{cf_foundation="lab", prometheus_shard="0"}'))
 
     # Scraped every 2 s: a sample per instance and scrape, give or take one at each end.
+    assert "replaying wal" in replayed.lower(), replayed[-2000:]
     assert len(before_pause) == len(after_pause) > 0
     assert min(before_pause) >= before_window / 2 - 2, (before_window, sorted(before_pause))
     assert min(after_pause) >= after_window / 2 - 2, (after_window, sorted(after_pause))
