@@ -7,9 +7,11 @@ through a scale and a rolling deploy."""
 
 import concurrent.futures
 import contextlib
+import json
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -41,13 +43,14 @@ def test_promtool_accepts_the_agent_configuration_in_agent_mode(tmp_path):
 
 
 @contextlib.contextmanager
-def receiver(tmp_path, port=None, kind="prometheus", rules=None):
+def receiver(tmp_path, port=None, kind="prometheus", rules=None, alertmanager=None):
     """A store for what the agents send, on `port` (a free one by default); started again
     on the same port, it keeps its data. Prometheus with its remote-write receiver, or
     VictoriaMetrics (queried at once: no 30 s latency offset). Both answer Prometheus's
     query API, at url + /api/v1/query, and take remote writes at url + /api/v1/write.
     With `rules`, a rule file, its ruler evaluates them every second: Prometheus itself,
-    or vmalert, which writes what it records and ALERTS into VictoriaMetrics."""
+    or vmalert, which writes what it records and ALERTS into VictoriaMetrics; and sends
+    what fires to `alertmanager`, a URL, if any."""
     directory = tmp_path / kind
     directory.mkdir(exist_ok=True)
     port = port or free_loopback_port()
@@ -55,6 +58,9 @@ def receiver(tmp_path, port=None, kind="prometheus", rules=None):
         config = {"global": {"evaluation_interval": "1s"}}
         if rules:
             config["rule_files"] = [str(rules)]
+        if alertmanager:
+            target = alertmanager.removeprefix("http://")
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
         command = [
             require("prometheus"),
@@ -62,6 +68,8 @@ def receiver(tmp_path, port=None, kind="prometheus", rules=None):
             f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-remote-write-receiver",
+            # As in test_alerting.py: the default (1m) sends nothing for the first minute.
+            "--rules.alert.resend-delay=1s",
         ]
     else:
         command = [
@@ -81,7 +89,7 @@ def receiver(tmp_path, port=None, kind="prometheus", rules=None):
             f"-datasource.url={server.url}",
             f"-remoteWrite.url={server.url}",
             "-evaluationInterval=1s",
-            "-notifier.blackhole",
+            f"-notifier.url={alertmanager}" if alertmanager else "-notifier.blackhole",
             f"-httpListenAddr=127.0.0.1:{ruler_port}",
         ]
         with running_prometheus(ruler, ruler_port, directory / "vmalert.log"):
@@ -418,7 +426,25 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
         )
         for index, service in enumerate(services):
             backends[f"{guid}:{index}"] = service.url
-        store = stack.enter_context(receiver(tmp_path, kind=kind, rules=rules))
+        # The service's own Alertmanager configuration, which the store's ruler sends to.
+        alertmanager_port = free_loopback_port()
+        alertmanager = f"http://127.0.0.1:{alertmanager_port}"
+        stack.enter_context(
+            running_prometheus(
+                [
+                    require("alertmanager"),
+                    f"--config.file={project / 'monitoring' / 'alertmanager.yml'}",
+                    f"--storage.path={tmp_path / 'alertmanager'}",
+                    f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                    "--cluster.listen-address=",
+                ],
+                alertmanager_port,
+                tmp_path / "alertmanager.log",
+            )
+        )
+        store = stack.enter_context(
+            receiver(tmp_path, kind=kind, rules=rules, alertmanager=alertmanager)
+        )
         for shard in range(SHARDS):
             stack.enter_context(
                 agent(
@@ -441,6 +467,13 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
             time.sleep(0.2)
         alerts = store.query(firing)
         ratio = store.query("job:slo_availability_errors:ratio_rate5m")
+        received = wait_until(
+            lambda: [
+                alert
+                for alert in json.loads(_read(f"{alertmanager}/api/v2/alerts"))
+                if alert["labels"]["alertname"] == "AvailabilityBudgetBurn1h"
+            ]
+        )
         # Each instance's request totals, by the shards that sent them.
         totals = store.query(
             "count by (cf_instance_index, prometheus_shard)"
@@ -468,8 +501,24 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
         "slo": "availability",
         "severity": "page",
     }
+    # And it reaches the service's Alertmanager, routed to the page receiver.
+    [sent] = received
+    assert [receiver["name"] for receiver in sent["receivers"]] == ["page"]
+    assert sent["labels"]["job"] == "payments-api"
     # Recorded over the service as a whole: no instance, no shard.
     [recorded] = [item for item in ratio if item["metric"].get("job") == "payments-api"]
     assert "instance" not in recorded["metric"]
     assert "prometheus_shard" not in recorded["metric"]
     assert float(recorded["value"][1]) > 0.9
+
+
+def _read(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def wait_until(condition, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return result
