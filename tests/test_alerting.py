@@ -1,8 +1,9 @@
 """Where the alerts go: the baked monitoring/alertmanager.yml passes amtool's own check,
-and amtool's route test sends every alert of alerts.yml to the receiver its severity
-names (Watchdog to its dead man's switch), so that a rule's severity and the route tree
-cannot change apart. Then the whole way, with real programs: run-prometheus starts
-Prometheus and an Alertmanager, and the Watchdog keeps arriving at a webhook on loopback.
+and the service's own tests/test_alerts.py, amtool's route test for every alert of
+alerts.yml, sends each to the receiver its severity names (Watchdog to its dead man's
+switch), so that a rule's severity and the route tree cannot change apart. Then the
+whole way, with real programs: run-prometheus starts Prometheus and an Alertmanager, and
+notifications arrive at a stand-in for each vendor's endpoint on loopback.
 """
 
 import contextlib
@@ -62,29 +63,6 @@ def test_the_configuration_passes_amtools_check(monitoring):
     assert " - 2 inhibit rules" in checked.stdout
 
 
-def test_every_alert_goes_to_the_receiver_its_severity_names(monitoring):
-    amtool = require("amtool")
-    rules = alerts(monitoring)
-    routed = {}
-    for name, labels in rules:
-        receiver = expected_receiver(name, labels)
-        completed = subprocess.run(
-            [amtool, "config", "routes", "test", "--config.file=alertmanager.yml"]
-            + [f"--verify.receivers={receiver}", f"alertname={name}"]
-            + [f"{key}={value}" for key, value in labels.items()],
-            cwd=monitoring,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        routed[name] = (receiver, completed.returncode, completed.stdout.strip())
-
-    assert len(rules) >= 20, "every rule of alerts.yml, the SLO alerts among them"
-    assert {name: outcome for name, outcome in routed.items() if outcome[1] != 0} == {}
-    assert {receiver for receiver, _, _ in routed.values()} == {"page", "ticket", "watchdog"}
-
-
 def test_a_severity_the_tree_does_not_know_fails_the_route_test(monitoring):
     """The route test can fail: an alert whose severity no route names falls to the
     root's receiver, not the one it asks for."""
@@ -123,33 +101,23 @@ def test_a_route_to_an_undefined_receiver_fails_the_check(monitoring, tmp_path):
 
 
 @contextlib.contextmanager
-def webhook_receiver():
-    """Alertmanager's generic webhook, as its documentation describes the payload
-    (prometheus.io/docs/alerting/latest/configuration/#webhook_config): each POST's JSON
-    kept, on loopback."""
-    received = []
+def every_receiver_a_webhook():
+    """Alertmanager's generic webhook on loopback (alert_receivers.webhook), given to
+    every receiver of the test's copy: `configure(config, secrets)` does that, and
+    `received` holds what arrives."""
+    with alert_receivers.webhook(TOKEN) as (url, received):
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+        def configure(config, secrets):
+            for receiver in config["receivers"]:
+                receiver["webhook_configs"] = [
+                    {
+                        "url": url,
+                        "http_config": {"authorization": {"credentials": TOKEN}},
+                        "send_resolved": True,
+                    }
+                ]
 
-        def log_message(self, format, *args):
-            pass
-
-    with serving(Handler) as server:
-        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-
-
-def every_receiver_a_webhook(url):
-    def configure(config, secrets):
-        for receiver in config["receivers"]:
-            receiver["webhook_configs"] = [{"url": url, "send_resolved": True}]
-
-    return configure
+        yield configure, received
 
 
 @contextlib.contextmanager
@@ -159,16 +127,15 @@ def alerting_stack(
     service_down_after="5m",
     service_port=None,
     repeat="2s",
-    configure=None,
+    configure=lambda config, secrets: None,
     slo_windows=None,
 ):
     """run-prometheus with the baked configurations and what the test changes in its own
     copy: seconds rather than minutes (evaluation, ServiceDown's `for`, group waits,
     repeats, and the SLO alerts' windows as `slo_windows` maps them), a free port for the
     Alertmanager, the service's port (a closed one, where nothing listens, by default),
-    and the receivers as `configure(config, secrets)` changes them (a webhook on loopback
-    for each by default, whose notifications are yielded). Yields the notifications
-    received by that webhook, and the Alertmanager's URL."""
+    and the receivers as `configure(config, secrets)` changes them (as baked by
+    default). Yields the Alertmanager's URL."""
     port = free_loopback_port()
     service_port = service_port or free_loopback_port()
     prometheus_yml = monitoring / "prometheus.yml"
@@ -187,23 +154,22 @@ def alerting_stack(
     for window, seconds in (slo_windows or {}).items():
         text = text.replace(f"[{window}]", f"[{seconds}]")
     alerts_yml.write_text(text)
-    with webhook_receiver() as (url, received):
-        config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
-        (configure or every_receiver_a_webhook(url))(config, monitoring / "secrets")
-        config["route"].update(group_wait="1s", group_interval="1s")
-        for route in config["route"]["routes"]:
-            route.update(group_wait="1s", group_interval="1s", repeat_interval=repeat)
-        (monitoring / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        run([require("amtool"), "check-config", "alertmanager.yml"], cwd=monitoring)
-        environ = {
-            "ALERTMANAGER": str(require("alertmanager")),
-            "ALERTMANAGER_PORT": str(port),
-            "METRICS_BASIC_AUTH_TOKEN": TOKEN,
-        }
-        # With its default resend delay (1m), Prometheus 3.5 sent nothing in its first
-        # 25 seconds here; with 1s it sends as soon as the alert fires.
-        with run_prometheus(monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ):
-            yield received, f"http://127.0.0.1:{port}"
+    config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
+    configure(config, monitoring / "secrets")
+    config["route"].update(group_wait="1s", group_interval="1s")
+    for route in config["route"]["routes"]:
+        route.update(group_wait="1s", group_interval="1s", repeat_interval=repeat)
+    (monitoring / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run([require("amtool"), "check-config", "alertmanager.yml"], cwd=monitoring)
+    environ = {
+        "ALERTMANAGER": str(require("alertmanager")),
+        "ALERTMANAGER_PORT": str(port),
+        "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+    }
+    # With its default resend delay (1m), Prometheus 3.5 sent nothing in its first
+    # 25 seconds here; with 1s it sends as soon as the alert fires.
+    with run_prometheus(monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ):
+        yield f"http://127.0.0.1:{port}"
 
 
 def wait_for(condition, seconds=60):
@@ -213,22 +179,18 @@ def wait_for(condition, seconds=60):
     return condition()
 
 
-def named(received, alertname):
-    return [
-        notification
-        for notification in received
-        if any(alert["labels"]["alertname"] == alertname for alert in notification["alerts"])
-    ]
-
-
 def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):
     monitoring = bake(cookies) / "monitoring"
-    with alerting_stack(monitoring, tmp_path) as (received, _):
-        arrived = wait_for(lambda: len(named(received, "Watchdog")) >= 3)
-        watchdogs = named(received, "Watchdog")
+    with (
+        every_receiver_a_webhook() as (configure, received),
+        alerting_stack(monitoring, tmp_path, configure=configure),
+    ):
+        arrived = wait_for(lambda: len(received.named("Watchdog")) >= 3)
+        watchdogs = [notification.raw for notification in received.named("Watchdog")]
     log = (tmp_path / "run-prometheus.log").read_text()
 
-    assert arrived, (received, log)
+    assert received.rejected == [], log
+    assert arrived, (received.notifications, log)
     for notification in watchdogs:
         assert notification["version"] == "4"
         assert notification["receiver"] == "watchdog"
@@ -246,9 +208,11 @@ def test_a_deploys_silence_holds_the_services_alerts_back_until_it_expires(cooki
     project = bake(cookies)
     readme = (project / "README.md").read_text()
     [command] = [line for line in readme.splitlines() if line.startswith("amtool silence add")]
-    with alerting_stack(project / "monitoring", tmp_path, service_down_after="1s") as (
-        received,
-        alertmanager,
+    with (
+        every_receiver_a_webhook() as (configure, received),
+        alerting_stack(
+            project / "monitoring", tmp_path, service_down_after="1s", configure=configure
+        ) as alertmanager,
     ):
         arguments = shlex.split(command)[1:]
         arguments = [
@@ -259,20 +223,20 @@ def test_a_deploys_silence_holds_the_services_alerts_back_until_it_expires(cooki
         run([require("amtool"), *arguments], cwd=project)
         silenced_at = time.monotonic()
         # While it lasts, with the service down: Watchdogs arrive, ServiceDown does not.
-        assert wait_for(lambda: len(named(received, "Watchdog")) >= 2), received
+        assert wait_for(lambda: len(received.named("Watchdog")) >= 2), received.notifications
         time.sleep(max(0.0, 10 - (time.monotonic() - silenced_at)))
-        during = len(named(received, "ServiceDown"))
+        during = len(received.named("ServiceDown"))
         held_for = time.monotonic() - silenced_at
-        arrived = wait_for(lambda: named(received, "ServiceDown"), seconds=60)
+        arrived = wait_for(lambda: received.named("ServiceDown"), seconds=60)
         after = time.monotonic() - silenced_at
 
     assert held_for < 30, "measured inside the silence"
     assert during == 0, f"ServiceDown reached its receiver {held_for:.1f}s into the silence"
-    assert arrived, received
+    assert arrived, received.notifications
     assert after >= 30
-    [notification, *_] = named(received, "ServiceDown")
-    assert notification["receiver"] == "page"
-    assert notification["alerts"][0]["labels"]["job"] == "payments-api"
+    [notification, *_] = received.named("ServiceDown")
+    assert notification.raw["receiver"] == "page"
+    assert notification.job == "payments-api"
 
 
 # Where alerts go, as the alert_receiver prompt chooses: the secret files each choice
@@ -547,9 +511,7 @@ def test_none_keeps_alerts_in_alertmanager(cookies, tmp_path):
     """alert_receiver=none: the page reaches Alertmanager, routed to `page`, which sends it
     nowhere."""
     monitoring = bake_receiver(cookies, "none") / "monitoring"
-    with alerting_stack(
-        monitoring, tmp_path, service_down_after="1s", configure=lambda config, secrets: None
-    ) as (received, alertmanager):
+    with alerting_stack(monitoring, tmp_path, service_down_after="1s") as alertmanager:
         alerts = lambda: [  # noqa: E731
             alert
             for alert in api(alertmanager, "/api/v2/alerts")
@@ -562,7 +524,6 @@ def test_none_keeps_alerts_in_alertmanager(cookies, tmp_path):
     assert arrived, log
     [alert] = arrived
     assert [receiver["name"] for receiver in alert["receivers"]] == ["page"]
-    assert received == []
     assert "Notify for alerts failed" not in log
 
 
@@ -604,7 +565,7 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
             repeat="1h",
             configure=configure,
             slo_windows={"1h": "40s", "5m": "20s"},
-        ) as (_, alertmanager),
+        ) as alertmanager,
     ):
         burn = "AvailabilityBudgetBurn1h"
         paged = load_until(service, "/fail", lambda: received.named(burn, "firing"))
@@ -872,6 +833,12 @@ def test_the_services_own_route_test_fails_when_a_severity_and_the_tree_part(
     )
     tree_changed = outcome()
 
+    assert len(rules) >= 20, "every rule of alerts.yml, the SLO alerts among them"
+    assert {expected_receiver(name, labels) for name, labels in rules} == {
+        "page",
+        "ticket",
+        "watchdog",
+    }
     assert baked == (0, baked[1])
     assert f"{len(rules)} passed" in baked[1]
     assert without_amtool[0] == 0
