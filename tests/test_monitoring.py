@@ -247,11 +247,16 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
     assert "--cluster.listen-address=" in alertmanager
 
 
-def test_run_prometheus_is_clean_shell(cookies):
+def test_the_monitoring_scripts_are_clean_shell(cookies):
     shellcheck = require("shellcheck")
     for auth in ("basic_auth", "ip_whitelist"):
         project = bake(cookies, metrics_auth=auth)
-        run([shellcheck, "monitoring/run-prometheus"], cwd=project)
+        scripts = [
+            "monitoring/run-prometheus",
+            "monitoring/alertmanager-secrets",
+            "monitoring/deploy/run-alertmanager",
+        ]
+        run([shellcheck, *scripts], cwd=project)
 
 
 def test_run_prometheus_refuses_what_it_cannot_run(cookies, tmp_path):
