@@ -7,11 +7,9 @@ through a scale and a rolling deploy."""
 
 import concurrent.futures
 import contextlib
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
 
 import pytest
 import yaml
@@ -20,6 +18,7 @@ from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .conftest import KIT, bake_with_views, cf_discovery, run
 from .prometheus_server import running_prometheus
 from .service import free_loopback_port, serve
+from .test_alerting import FAILING, api, wait_for
 from .test_discovery_fleet import fleet_router
 from .test_monitoring import cloudfoundry_router
 from .tools import require
@@ -346,14 +345,6 @@ def test_an_agent_or_the_store_down_for_a_minute_loses_nothing_but_a_restart_its
     assert agent_0_before == [], "what agent 0 scraped before its restart was sent after all"
 
 
-FAILING = """
-
-@bp.get("/fail")
-def fail():
-    return {"error": "failing on purpose"}, 500
-"""
-
-
 REAL_INSTANCES = 40
 
 
@@ -467,10 +458,10 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
             time.sleep(0.2)
         alerts = store.query(firing)
         ratio = store.query("job:slo_availability_errors:ratio_rate5m")
-        received = wait_until(
+        received = wait_for(
             lambda: [
                 alert
-                for alert in json.loads(_read(f"{alertmanager}/api/v2/alerts"))
+                for alert in api(alertmanager, "/api/v2/alerts")
                 if alert["labels"]["alertname"] == "AvailabilityBudgetBurn1h"
             ]
         )
@@ -510,15 +501,3 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     assert "instance" not in recorded["metric"]
     assert "prometheus_shard" not in recorded["metric"]
     assert float(recorded["value"][1]) > 0.9
-
-
-def _read(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read()
-
-
-def wait_until(condition, seconds=60):
-    deadline = time.monotonic() + seconds
-    while not (result := condition()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return result
