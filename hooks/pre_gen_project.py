@@ -4,6 +4,7 @@ Cookiecutter renders this file with Jinja; the answers arrive as JSON data (neve
 pasted into code), so quotes and backslashes in them cannot change what runs here.
 """
 
+import functools
 import json
 import keyword
 import re
@@ -131,15 +132,14 @@ ANSWER_RULES = {
 
 def validation_errors(answers):
     """One line for each answer that breaks its rule, naming the variable and the value."""
+    rules = {
+        **RULES,
+        **{name: functools.partial(rule, answers=answers) for name, rule in ANSWER_RULES.items()},
+    }
     errors = []
-    for name, rule in RULES.items():
+    for name, rule in rules.items():
         value = answers[name]
         problem = rule(value) if isinstance(value, str) else "must be text"
-        if problem:
-            errors.append(f"{name}={value!r} {problem}")
-    for name, rule in ANSWER_RULES.items():
-        value = answers[name]
-        problem = rule(value, answers) if isinstance(value, str) else "must be text"
         if problem:
             errors.append(f"{name}={value!r} {problem}")
     return errors
