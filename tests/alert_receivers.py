@@ -375,7 +375,6 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
 
 class _SMTPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
-    allow_reuse_address = True
 
 
 @dataclass
@@ -416,13 +415,6 @@ def smtp_relay(tls, account):
     """An SMTP relay on loopback that takes mail only over STARTTLS with `tls` (a server
     context) and after AUTH as `account` (user, password); yields its host:port."""
     received = Received()
-    server = _SMTPServer(("127.0.0.1", 0), _SMTPHandler)
-    server.relay = _Relay(tls, account, received)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_SMTPHandler, server_class=_SMTPServer) as server:
+        server.relay = _Relay(tls, account, received)
         yield f"127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

@@ -29,11 +29,11 @@ class _LoopbackServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(handler, tls=None):
+def serving(handler, tls=None, server_class=_LoopbackServer):
     """An HTTP server on a free loopback port, answering with `handler` in a thread of its
     own (HTTPS with the `tls` server context, if any), for the duration of the block;
-    the server is yielded."""
-    server = _LoopbackServer(("127.0.0.1", 0), handler)
+    the server is yielded. Another socketserver class serves another protocol."""
+    server = server_class(("127.0.0.1", 0), handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
