@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from bench import baked_service  # noqa: E402  (bench/bench.py, beside this file)
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
+from tests.prometheus_server import running_prometheus  # noqa: E402
 from tests.service import Gunicorn, free_loopback_port, serving  # noqa: E402
 
 DISCOVERY = REPOSITORY / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "discovery.py"
@@ -145,22 +146,6 @@ def counter(port, name):
     return sum(float(value) for metric, _, value in SAMPLE.findall(text) if metric == name)
 
 
-@contextlib.contextmanager
-def started(command, port, log):
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=os.environ)
-    try:
-        deadline = time.monotonic() + 30
-        while _get(port, "/-/ready") is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{command[0]} did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
 def measure(processes, appended):
     """CPU seconds per second and resident MiB of `processes` (pid, port), and samples
     per second that `appended` (port, counter) counts, over STEADY_SECONDS after
@@ -177,6 +162,12 @@ def measure(processes, appended):
     return {"cpu": cpu / elapsed, "memory": memory, "samples": count / elapsed}
 
 
+def held(server):
+    """The targets a Prometheus holds that answer, as its query API counts them."""
+    [result] = server.query("count(up == 1)")
+    return int(result["value"][1])
+
+
 def one_prometheus(workdir, platform, prometheus):
     directory = workdir / "one"
     discover(platform, directory / "cf-targets")
@@ -190,12 +181,11 @@ def one_prometheus(workdir, platform, prometheus):
         prometheus, f"--config.file={directory / 'prometheus.yml'}",
         f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
     ]  # fmt: skip
-    with started(command, port, directory / "prometheus.log") as process:
+    with running_prometheus(command, port, directory / "prometheus.log") as server:
         figures = measure(
-            [(process.pid, port)], (port, "prometheus_tsdb_head_samples_appended_total")
+            [(server.process.pid, port)], (port, "prometheus_tsdb_head_samples_appended_total")
         )
-        held = _get(port, "/api/v1/query?query=count(up%3D%3D1)")
-    figures["held"] = int(re.search(r'"value":\[[^,]+,"(\d+)"\]', held)[1])
+        figures["held"] = held(server)
     return figures
 
 
@@ -218,7 +208,9 @@ def agents(workdir, platform, prometheus, shards):
         "--web.enable-remote-write-receiver",
     ]  # fmt: skip
     with contextlib.ExitStack() as stack:
-        stack.enter_context(started(store, store_port, store_dir / "prometheus.log"))
+        store_server = stack.enter_context(
+            running_prometheus(store, store_port, store_dir / "prometheus.log")
+        )
         running = []
         for shard in range(shards):
             directory = workdir / f"agent-{shard}"
@@ -238,16 +230,15 @@ def agents(workdir, platform, prometheus, shards):
                 f"--storage.agent.path={directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ]
-            process = stack.enter_context(started(command, port, directory / "agent.log"))
-            running.append((process.pid, port))
+            agent = stack.enter_context(running_prometheus(command, port, directory / "agent.log"))
+            running.append((agent.process.pid, port))
         sent_bytes, sent_samples = sent(running)
         figures = measure(running, (store_port, "prometheus_tsdb_head_samples_appended_total"))
         after_bytes, after_samples = sent(running)
         figures["bytes per sample"] = (after_bytes - sent_bytes) / max(
             after_samples - sent_samples, 1
         )
-        held = _get(store_port, "/api/v1/query?query=count(up%3D%3D1)")
-    figures["held"] = int(re.search(r'"value":\[[^,]+,"(\d+)"\]', held)[1])
+        figures["held"] = held(store_server)
     return figures
 
 
