@@ -15,6 +15,7 @@ from pathlib import Path
 KIT = "flask-cf-prometheus"
 # The files that pin the kit, each by a line `flask-cf-prometheus==X.Y.Z`.
 KIT_PINS = ("requirements.txt", "monitoring/requirements.txt")
+PYPI = "https://pypi.org/simple/"
 
 
 def remove_unused(answers, project=Path()):
@@ -25,17 +26,23 @@ def remove_unused(answers, project=Path()):
 
 
 def template_repository(answers):
-    """The git URL and commit the service was made from; None when it was made from a
-    directory (a local checkout), or from an archive or a repository that git cannot
-    read."""
+    """The git URL and commit the service was made from, or None.
+
+    cruft records both as `_template` and `_commit` (a `file://` URL or a path becomes an
+    absolute path). cookiecutter clones a URL into `_repo_dir`; given a directory, it
+    renders the files as they are, which no commit may hold.
+    """
     template = answers.get("_template", "")
-    if not template or Path(template).expanduser().is_dir():
+    if not template:
         return None
-    # cookiecutter clones a URL (its abbreviations expanded) into _repo_dir; cruft clones
-    # one too, and records its commit as _commit.
-    repo_dir = answers.get("_repo_dir")
-    url = _git(repo_dir, "remote", "get-url", "origin") if repo_dir else template
-    commit = answers.get("_commit") or _git(repo_dir, "rev-parse", "HEAD")
+    if answers.get("_commit"):
+        url, commit = template, answers["_commit"]
+    elif Path(template).expanduser().is_dir():
+        return None
+    else:
+        repo_dir = answers.get("_repo_dir")
+        url = _git(repo_dir, "remote", "get-url", "origin")
+        commit = _git(repo_dir, "rev-parse", "HEAD")
     if not (url and commit):
         return None
     return url, commit
@@ -54,30 +61,64 @@ def _git(directory, *arguments):
 
 
 def pip_url(url):
-    """A git URL as pip reads it: `git+` and a scheme (scp-like `git@host:path` is ssh)."""
+    """A git URL as pip reads it: `git+` and a scheme (scp-like `git@host:path` is ssh).
+
+    A path, or a `file:` URL, names the host: pip before 23.3 refuses `file:///`.
+    """
     url = url.removeprefix("git+")
     scp = re.fullmatch(r"([\w.-]+@[\w.-]+):(?!//)(.+)", url)
     if scp:
         url = f"ssh://{scp[1]}/{scp[2]}"
+    elif url.startswith("file:///"):
+        url = "file://localhost/" + url.removeprefix("file:///")
+    elif "://" not in url:
+        url = "file://localhost" + str(Path(url).expanduser().resolve())
     return f"git+{url}"
 
 
+def kit_version(project=Path()):
+    [version] = re.findall(rf"^{KIT}==(\S+)$", (project / KIT_PINS[0]).read_text(), re.M)
+    return version
+
+
 def pin_kit(answers, project=Path()):
-    """Where the kit is on no index yet: a direct reference to the template's repository
-    at the commit the service was made from, in place of the version pin."""
+    """Pin the kit where the template's owner publishes it, and say how it installs.
+
+    With `_kit_index` set, the kit is on that index: the version pin stays, and an index
+    other than PyPI heads each requirements file. Before that, the pin is the template's
+    repository at the commit the service was made from. Returns one line for the team.
+    """
+    version = kit_version(project)
+    index = answers.get("_kit_index", "")
+    if index:
+        if index.rstrip("/") != PYPI.rstrip("/"):
+            for name in KIT_PINS:
+                path = project / name
+                path.write_text(f"--index-url {index}\n" + path.read_text())
+        return None
     repository = template_repository(answers)
     if repository is None:
-        return None
+        return (
+            f"requirements.txt pins {KIT}=={version}, which no package index serves yet: "
+            "bake from the template's git URL, or see Publishing the kit in its README."
+        )
     url, commit = repository
     requirement = f"{KIT} @ {pip_url(url)}@{commit}#subdirectory={KIT}"
     for name in KIT_PINS:
         path = project / name
-        lines = [
-            requirement if line.startswith(f"{KIT}==") else line
-            for line in path.read_text().splitlines()
-        ]
-        path.write_text("\n".join(lines) + "\n")
-    return requirement
+        path.write_text(
+            path.read_text().replace(
+                f"{KIT}=={version}\n",
+                f"# {KIT}=={version}, from the template's repository until it is on an index:\n"
+                f"{requirement}\n",
+            )
+        )
+    if "://" in url and not url.startswith("file:"):
+        return f"requirements.txt installs {KIT} from the template's repository: {requirement}"
+    return (
+        f"requirements.txt installs {KIT} from {url}, on this machine only: "
+        "cf push needs a URL its staging reaches, or the kit on an index."
+    )
 
 
 def next_steps(answers):
@@ -86,7 +127,8 @@ def next_steps(answers):
         [
             f"Created {slug}. Next steps:",
             f"  cd {slug}",
-            "  python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt",
+            f"  python{answers['python_version']} -m venv .venv",
+            "  .venv/bin/pip install -r requirements-dev.txt",
             "  .venv/bin/pytest && .venv/bin/ruff check .",
             f"  .venv/bin/python -m {answers['package_name']} --bind 127.0.0.1:8000",
             "  cf push",
@@ -99,7 +141,5 @@ def next_steps(answers):
 if __name__ == "__main__":
     answers = json.loads(r"""{{ cookiecutter | tojson }}""")
     remove_unused(answers)
-    pinned = pin_kit(answers)
     print(next_steps(answers))
-    if pinned:
-        print(f"requirements.txt installs the kit from the template's repository: {pinned}")
+    print(pin_kit(answers) or f"requirements.txt pins {KIT}=={kit_version()}.")

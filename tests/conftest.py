@@ -186,18 +186,21 @@ def template_tool():
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """test_pythons.py's findings so far, on its tests' reports: they reach the summary
-    from whichever test process (pytest-xdist) ran them."""
+    """What each offered Python ran so far (test_pythons.py, test_kit_install.py), on
+    their tests' reports: it reaches the summary from whichever test process
+    (pytest-xdist) ran them."""
     from . import tools
 
     report = yield
-    if item.module.__name__.endswith(".test_pythons") and tools.PYTHONS and call.when == "call":
+    ran_pythons = item.module.__name__.endswith((".test_pythons", ".test_kit_install"))
+    if ran_pythons and tools.PYTHONS and call.when == "call":
         report.user_properties.append(("pythons", dict(tools.PYTHONS)))
     return report
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Which Python each python_version choice's baked suite ran under (test_pythons.py)."""
+    """Which Python each python_version choice's README commands and the kit's suite ran
+    under (test_kit_install.py, test_pythons.py)."""
     pythons = {}
     for reports in terminalreporter.stats.values():
         for report in reports:

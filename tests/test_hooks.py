@@ -180,10 +180,16 @@ def test_hooks_read_answers_as_data():
         assert "{{ cookiecutter." not in text
 
 
-def test_next_steps_name_the_project():
-    steps = post_gen.next_steps({"project_slug": "payments-api", "package_name": "payments_api"})
+def test_next_steps_name_the_project_and_its_python():
+    steps = post_gen.next_steps(
+        {"project_slug": "payments-api", "package_name": "payments_api", "python_version": "3.12"}
+    )
 
-    assert steps.splitlines()[:2] == ["Created payments-api. Next steps:", "  cd payments-api"]
+    assert steps.splitlines()[:3] == [
+        "Created payments-api. Next steps:",
+        "  cd payments-api",
+        "  python3.12 -m venv .venv",
+    ]
     assert "  .venv/bin/python -m payments_api --bind 127.0.0.1:8000" in steps.splitlines()
     assert "cf push" in steps
 
@@ -198,6 +204,12 @@ def test_latency_thresholds_are_the_histograms_bucket_boundaries(project_python)
     assert tuple(map(float, buckets)) == (*pre_gen.DURATION_BUCKETS, float("inf"))
 
 
+def kit_pins(directory):
+    for name in post_gen.KIT_PINS:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text("Flask==3.1.3\nflask-cf-prometheus==0.1.0\n")
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -205,31 +217,76 @@ def test_latency_thresholds_are_the_histograms_bucket_boundaries(project_python)
         ("git+https://git.example.com/t", "git+https://git.example.com/t"),
         ("git@github.com:org/template.git", "git+ssh://git@github.com/org/template.git"),
         ("ssh://git@github.com/org/template", "git+ssh://git@github.com/org/template"),
-        ("file:///srv/template.git", "git+file:///srv/template.git"),
+        ("git://127.0.0.1:9418/template.git", "git+git://127.0.0.1:9418/template.git"),
+        # pip before 23.3 (Python 3.11's and 3.12's venv) refuses file:/// as no URL.
+        ("file:///srv/template.git", "git+file://localhost/srv/template.git"),
+        ("/srv/template.git", "git+file://localhost/srv/template.git"),
     ],
 )
 def test_the_kit_is_pinned_at_a_url_pip_reads(url, expected):
     assert post_gen.pip_url(url) == expected
 
 
-def test_a_template_from_a_directory_keeps_the_version_pin(tmp_path):
-    assert post_gen.template_repository({"_template": str(tmp_path)}) is None
+def test_a_template_from_a_directory_keeps_the_version_pin_and_says_why(tmp_path):
+    """cookiecutter renders a directory as it is: no commit holds those files."""
+    kit_pins(tmp_path)
+
+    said = post_gen.pin_kit({"_template": str(tmp_path), "_repo_dir": str(tmp_path)}, tmp_path)
+
     assert post_gen.template_repository({}) is None
-
-
-def test_crufts_recorded_commit_pins_the_kit(tmp_path):
-    """cruft gives the URL it cloned and the commit, and no _repo_dir."""
     for name in post_gen.KIT_PINS:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("Flask==3.1.3\nflask-cf-prometheus==0.1.0\n")
-    answers = {"_template": "https://git.example.com/template", "_commit": "ab12"}
-
-    pinned = post_gen.pin_kit(answers, tmp_path)
-
-    expected = (
-        "flask-cf-prometheus @ git+https://git.example.com/template@ab12"
-        "#subdirectory=flask-cf-prometheus"
+        assert (tmp_path / name).read_text() == "Flask==3.1.3\nflask-cf-prometheus==0.1.0\n"
+    assert said == (
+        "requirements.txt pins flask-cf-prometheus==0.1.0, which no package index serves yet:"
+        " bake from the template's git URL, or see Publishing the kit in its README."
     )
-    assert pinned == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "url", "said"),
+    [
+        (
+            "https://git.example.com/template",
+            "git+https://git.example.com/template",
+            "from the template's repository: flask-cf-prometheus @ git+https://",
+        ),
+        # cruft resolves a file:// URL, and a path, to the absolute path.
+        ("/srv/template.git", "git+file://localhost/srv/template.git", "on this machine only"),
+    ],
+)
+def test_crufts_recorded_commit_pins_the_kit(tmp_path, template, url, said):
+    """cruft gives the URL (or path) it cloned and the commit, and no _repo_dir."""
+    kit_pins(tmp_path)
+
+    told = post_gen.pin_kit({"_template": template, "_commit": "ab12"}, tmp_path)
+
+    expected = f"flask-cf-prometheus @ {url}@ab12#subdirectory=flask-cf-prometheus"
     for name in post_gen.KIT_PINS:
-        assert (tmp_path / name).read_text() == f"Flask==3.1.3\n{expected}\n"
+        assert (tmp_path / name).read_text() == (
+            "Flask==3.1.3\n# flask-cf-prometheus==0.1.0, from the template's repository"
+            f" until it is on an index:\n{expected}\n"
+        )
+    assert said in told
+    assert "\n" not in told
+
+
+@pytest.mark.parametrize(
+    ("index", "first_line"),
+    [
+        ("https://pypi.org/simple/", "Flask==3.1.3"),
+        ("https://pypi.org/simple", "Flask==3.1.3"),
+        ("https://pypi.example.org/simple/", "--index-url https://pypi.example.org/simple/"),
+    ],
+)
+def test_a_published_kit_is_pinned_by_version_from_its_index(tmp_path, index, first_line):
+    """Once the template's owner sets _kit_index, every bake pins the version, whatever
+    it was made from; an index of the organisation's own heads the file."""
+    kit_pins(tmp_path)
+    answers = {"_kit_index": index, "_template": "https://git.example.com/t", "_commit": "ab12"}
+
+    assert post_gen.pin_kit(answers, tmp_path) is None
+
+    for name in post_gen.KIT_PINS:
+        lines = (tmp_path / name).read_text().splitlines()
+        assert lines[0] == first_line
+        assert lines[-1] == "flask-cf-prometheus==0.1.0"
