@@ -2,7 +2,9 @@
 release workflow publishes is what it built and checked, its changelog names its
 version, and the generated service leaves prometheus_client's version to the kit."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -11,7 +13,7 @@ import zipfile
 import pytest
 import yaml
 
-from .conftest import KIT, KIT_VERSION, TEMPLATE, bake, run
+from .conftest import GIT_IDENTITY, KIT, KIT_VERSION, TEMPLATE, bake, run, template_repository
 
 WORKFLOW = TEMPLATE / ".github" / "workflows" / "kit.yml"
 
@@ -112,3 +114,27 @@ def test_dependabot_leaves_prometheus_client_to_the_kit(cookies):
     assert {"dependency-name": "prometheus-client"} in pip["ignore"]
     assert set(pip["directories"]) == {"/", "/monitoring"}
     assert "flask-cf-prometheus" in pip["groups"]["kit"]["patterns"]
+
+
+def test_publishing_as_the_template_readme_says_tags_what_the_workflow_publishes(
+    kit_wheels, tmp_path
+):
+    """The README's tag command, run as written in a clone, pushes the tag whose name the
+    workflow's check accepts for the kit's wheel."""
+    readme = (TEMPLATE / "README.md").read_text()
+    section = readme[readme.index("\n## Publishing the kit\n") :]
+    [tag_command] = re.findall(r"```sh\n(.*?)\n\s*```", section, re.DOTALL)[:1]
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "--quiet", "--bare", origin], cwd=tmp_path)
+    clone, _ = template_repository(tmp_path / "clone")
+    run(["git", "remote", "add", "origin", origin], cwd=clone)
+
+    run(["bash", "-c", tag_command.strip()], cwd=clone, env={**os.environ, **GIT_IDENTITY})
+
+    [tag] = run(["git", "tag"], cwd=origin).stdout.split()
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["build"]["steps"]
+    [check] = [step for step in steps if step.get("name") == "The tag names the kit's version"]
+    (tmp_path / "dist").mkdir()
+    shutil.copy(next(kit_wheels.glob("*.whl")), tmp_path / "dist")
+    run(["bash", "-c", check["run"]], cwd=tmp_path, env={"GITHUB_REF": f"refs/tags/{tag}"})
+    assert check["if"] == "startsWith(github.ref, 'refs/tags/flask-cf-prometheus-v')"

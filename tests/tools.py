@@ -1,6 +1,6 @@
 """The programs the tests drive besides Python packages, found on PATH.
 
-Installing them is the machine's job, with its package manager (README.md, .ci/run).
+Installing them is the machine's job, with its package manager (CONTRIBUTING.md, .ci/run).
 A test whose program is missing or too old is skipped with a message naming what to
 install; under CI (CI=true) it fails instead, so that CI never passes with a check
 skipped. The directory of the test run's Python comes first, so that programs the pip
