@@ -1,5 +1,5 @@
-"""Remove what the answers leave unused, pin the kit where the template came from, and
-tell the service team what to do next.
+"""Pin the kit where the template's owner publishes it, or where the template came from,
+and tell the service team what to do next.
 
 Deterministic on purpose: no git init, no network, no randomness, so that
 `cruft update` can run it again and get the same project (the commit it pins the kit at
@@ -8,7 +8,6 @@ is the one cruft records).
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,13 +15,6 @@ KIT = "flask-cf-prometheus"
 # The files that pin the kit, each by a line `flask-cf-prometheus==X.Y.Z`.
 KIT_PINS = ("requirements.txt", "monitoring/requirements.txt")
 PYPI = "https://pypi.org/simple/"
-
-
-def remove_unused(answers, project=Path()):
-    if answers["metrics_auth"] != "basic_auth" and answers["alert_receiver"] == "none":
-        # Prometheus sends no credentials to an IP whitelist, and Alertmanager sends
-        # nothing anywhere: no secrets to keep.
-        shutil.rmtree(project / "monitoring" / "secrets")
 
 
 def template_repository(answers):
@@ -140,6 +132,5 @@ def next_steps(answers):
 
 if __name__ == "__main__":
     answers = json.loads(r"""{{ cookiecutter | tojson }}""")
-    remove_unused(answers)
     print(next_steps(answers))
     print(pin_kit(answers) or f"requirements.txt pins {KIT}=={kit_version()}.")

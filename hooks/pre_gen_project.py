@@ -82,7 +82,9 @@ def _latency_threshold_error(value):
 # An address as mail relays take it, and a relay as Alertmanager's smarthost: host:port.
 EMAIL_PATTERN = re.compile(r"[^@\s\"'<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 SMARTHOST_PATTERN = re.compile(r"[A-Za-z0-9.-]+:[1-9][0-9]{0,4}")
-README_URL_PATTERN = re.compile(r"https?://[^\s#\"'<>]+")
+RUNBOOKS_URL_PATTERN = re.compile(r"https?://[^\s#\"'<>]+")
+# The template owner's: written into requirements.txt as `--index-url`, so one line.
+INDEX_URL_PATTERN = re.compile(r"(https?://[^\s#\"'<>]+)?")
 
 
 def _email_only(rule):
@@ -113,10 +115,15 @@ RULES = {
     "slo_availability": _objective_error,
     "slo_latency_seconds": _latency_threshold_error,
     "slo_latency_target": _objective_error,
-    "readme_url": _pattern_error(
-        README_URL_PATTERN,
+    "runbooks_url": _pattern_error(
+        RUNBOOKS_URL_PATTERN,
         "must be an http(s) URL with no #fragment, e.g."
-        " https://github.com/team/payments-api/blob/main/README.md",
+        " https://github.com/team/payments-api/blob/main/RUNBOOKS.md",
+    ),
+    "_kit_index": _pattern_error(
+        INDEX_URL_PATTERN,
+        "must be empty or the http(s) URL of a package index's simple API, e.g."
+        " https://pypi.org/simple/",
     ),
 }
 # Rules that depend on another answer.

@@ -211,6 +211,6 @@ def pytest_terminal_summary(terminalreporter):
                     for version, outcome in value.items():
                         pythons[version] = max(pythons.get(version, ""), outcome, key=len)
     if pythons:
-        terminalreporter.section("the baked suite and the kit's, by python_version")
+        terminalreporter.section("the README's commands and the kit's suite, by python_version")
         for version, outcome in sorted(pythons.items()):
             terminalreporter.write_line(f"{version}: {outcome}")

@@ -202,12 +202,12 @@ def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies
 
 
 def test_a_deploys_silence_holds_the_services_alerts_back_until_it_expires(cookies, tmp_path):
-    """The README's silence for a deploy: the service's alerts (ServiceDown here, its
-    instance down) reach no one while it lasts and arrive once it expires; the Watchdog,
-    which is no service's, keeps arriving all along."""
+    """The silence for a deploy (RUNBOOKS.md, Deploying): the service's alerts (ServiceDown
+    here, its instance down) reach no one while it lasts and arrive once it expires; the
+    Watchdog, which is no service's, keeps arriving all along."""
     project = bake(cookies)
-    readme = (project / "README.md").read_text()
-    [command] = [line for line in readme.splitlines() if line.startswith("amtool silence add")]
+    runbooks = (project / "RUNBOOKS.md").read_text()
+    [command] = [line for line in runbooks.splitlines() if line.startswith("amtool silence add")]
     with (
         every_receiver_a_webhook() as (configure, received),
         alerting_stack(
@@ -256,7 +256,7 @@ INTEGRATIONS = {
     "email": "email_configs",
 }
 EMAIL = "payments-oncall@example.org"
-README_URL = "https://github.com/service-team/payments-api/blob/main/README.md"
+RUNBOOKS_URL = "https://github.com/service-team/payments-api/blob/main/RUNBOOKS.md"
 
 
 def receiver_answers(receiver):
@@ -294,11 +294,10 @@ def test_every_receiver_choice_passes_amtools_check(cookies, receiver):
     assert integrations == {"page": expected, "ticket": expected, "watchdog": []}
     # Every secret is read from a file under secrets/, which git ignores; none is written.
     assert secret_files(text) == {f"secrets/{name}" for name in SECRETS.get(receiver, [])}
-    if receiver != "none":
-        assert (monitoring / "secrets" / ".gitignore").read_text().splitlines()[-2:] == [
-            "*",
-            "!.gitignore",
-        ]
+    assert (monitoring / "secrets" / ".gitignore").read_text().splitlines()[-2:] == [
+        "*",
+        "!.gitignore",
+    ]
     assert "{{ cookiecutter" not in text
     assert "{%" not in text
 
@@ -503,7 +502,7 @@ def test_a_page_reaches_the_chosen_receiver_and_then_its_resolution(cookies, tmp
     for notification in (firing, resolution):
         assert notification.job == "payments-api"
         assert "Prometheus cannot scrape an instance of payments-api." in notification.text
-        assert notification.runbook_url == f"{README_URL}#servicedown"
+        assert notification.runbook_url == f"{RUNBOOKS_URL}#servicedown"
         assert notification.urgent in (True, None), "a page, where the vendor says"
 
 
@@ -608,7 +607,7 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
         assert "payments-api is burning its availability error budget 14.4 times too fast." in (
             notification.text
         )
-        assert notification.runbook_url == f"{README_URL}#availabilitybudgetburn"
+        assert notification.runbook_url == f"{RUNBOOKS_URL}#availabilitybudgetburn"
     # The tickets of the same objective fired too (their windows also hold only errors)
     # and were held back by the page: none reached anyone.
     assert held_tickets, alerts
@@ -736,10 +735,15 @@ def github_anchor(heading):
     return text.replace(" ", "-")
 
 
+def runbook_anchors(project):
+    """The anchors of RUNBOOKS.md's headings."""
+    runbooks = (project / "RUNBOOKS.md").read_text()
+    return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", runbooks, re.MULTILINE)}
+
+
 def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
     project = bake(cookies)
-    readme = (project / "README.md").read_text()
-    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, re.MULTILINE)}
+    anchors = runbook_anchors(project)
     board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
     panels = {panel["id"] for panel in board["panels"]}
     groups = yaml.safe_load((project / "monitoring" / "alerts.yml").read_text())["groups"]
@@ -751,8 +755,8 @@ def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
         assert annotations["summary"], rule["alert"]
         assert annotations["description"], rule["alert"]
         url, _, anchor = annotations["runbook_url"].partition("#")
-        assert url == README_URL
-        assert anchor in anchors, f"{rule['alert']}'s runbook #{anchor} is no README section"
+        assert url == RUNBOOKS_URL
+        assert anchor in anchors, f"{rule['alert']}'s runbook #{anchor} is no RUNBOOKS section"
         if "dashboard" in annotations:
             path, _, panel = annotations["dashboard"].partition("?viewPanel=panel-")
             assert path == f"/d/{board['uid']}/payments-api"
@@ -768,9 +772,8 @@ def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
 
 
 def test_the_dashboard_links_to_the_runbooks(cookies):
-    project = bake(cookies, readme_url="https://git.example.org/team/payments-api/README.md")
-    readme = (project / "README.md").read_text()
-    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", readme, re.MULTILINE)}
+    project = bake(cookies, runbooks_url="https://git.example.org/team/payments-api/RUNBOOKS.md")
+    anchors = runbook_anchors(project)
     board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
     alerts = (project / "monitoring" / "alerts.yml").read_text()
     links = board["links"] + [link for panel in board["panels"] for link in panel.get("links", [])]
@@ -778,7 +781,7 @@ def test_the_dashboard_links_to_the_runbooks(cookies):
     targets = set()
     for link in links:
         url, _, anchor = link["url"].partition("#")
-        assert url == "https://git.example.org/team/payments-api/README.md"
+        assert url == "https://git.example.org/team/payments-api/RUNBOOKS.md"
         assert anchor in anchors
         targets.add(anchor)
     runbooks = set(re.findall(r"runbook_url: \S+#(\w+)", alerts))

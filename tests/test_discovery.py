@@ -776,7 +776,7 @@ def test_the_files_take_the_group_of_a_set_group_id_directory(
     project, project_python, platform, tmp_path
 ):
     """A packaged Prometheus runs as its own user: the directory's group, Prometheus's,
-    can read every file (README.md, Scraping on Cloud Foundry)."""
+    can read every file (monitoring/README.md, Scraping on Cloud Foundry)."""
     if os.geteuid() != 0:
         pytest.skip("changing a directory's group to one the user is not in needs root")
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)

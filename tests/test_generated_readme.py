@@ -1,4 +1,5 @@
-"""The generated README documents what the service really reads and does."""
+"""The generated docs document what the service really reads and does: the README for
+its team, monitoring/README.md for the platform team, RUNBOOKS.md for whoever is paged."""
 
 import ast
 import re
@@ -28,6 +29,13 @@ ENVIRONMENT_READ = re.compile(
 
 def code_blocks(readme, language):
     return [body for lang, body in CODE_BLOCK.findall(readme) if lang == language]
+
+
+def all_docs(path):
+    """The three documents of a baked service, one after another."""
+    return "\n".join(
+        (path / name).read_text() for name in ("README.md", "monitoring/README.md", "RUNBOOKS.md")
+    )
 
 
 @pytest.fixture(params=["basic_auth", "ip_whitelist"])
@@ -108,15 +116,17 @@ def test_every_metric_the_readme_names_is_exported_and_every_one_named(project):
     assert documented == exported
 
 
-def test_every_alert_the_readme_names_is_a_rule_and_every_rule_named(project):
+def test_every_alert_the_docs_name_is_a_rule_and_every_rule_named(project):
+    """The service's alerts in its README's table, the monitoring's in monitoring/README.md,
+    the SLO alerts' burn rates in RUNBOOKS.md."""
     path, _ = project
-    readme = (path / "README.md").read_text()
+    docs = all_docs(path)
     rules = yaml.safe_load((path / "monitoring" / "alerts.yml").read_text())
     alerts = {
         rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule
     }
     documented = set()
-    for name in table_column(readme, "Alert"):
+    for name in table_column(docs, "Alert"):
         if name.startswith("…"):  # the SLO alerts' table: one row for both objectives
             documented |= {f"{objective}{name[1:]}" for objective in ("Availability", "Latency")}
         else:
@@ -124,7 +134,7 @@ def test_every_alert_the_readme_names_is_a_rule_and_every_rule_named(project):
 
     assert len(alerts) > 10
     assert documented <= alerts
-    assert {alert for alert in alerts - documented if f"`{alert}`" not in readme} == set()
+    assert {alert for alert in alerts - documented if f"`{alert}`" not in docs} == set()
 
 
 def test_chosen_protection_comes_first(project):
@@ -135,12 +145,23 @@ def test_chosen_protection_comes_first(project):
 
     assert (credentials < whitelist) == (metrics_auth == "basic_auth")
     assert "the default here" in readme
-    assert "\n\n\n" not in readme
+    assert "\n\n\n" not in all_docs(path)
+
+
+def test_the_docs_name_no_private_module_of_the_kit(project):
+    path, _ = project
+    private = {module.name for module in KIT_MODULES if re.fullmatch(r"_[a-z]\w*\.py", module.name)}
+    docs = all_docs(path)
+
+    assert "_multiprocess.py" in private
+    assert {name for name in private if name in docs} == set()
+    assert "flask_cf_prometheus._" not in docs
 
 
 def test_yaml_examples_parse(project):
+    """The Prometheus jobs and the dead man's switch's receiver, in monitoring/README.md."""
     path, _ = project
-    blocks = code_blocks((path / "README.md").read_text(), "yaml")
+    blocks = code_blocks(all_docs(path), "yaml")
 
     assert blocks
     receivers = []

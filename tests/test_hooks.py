@@ -21,7 +21,8 @@ TEMPLATE_DEFAULTS = {
     "alert_receiver": "none",
     "alert_email": "",
     "alert_smarthost": "",
-    "readme_url": "https://github.com/service-team/payments-api/blob/main/README.md",
+    "runbooks_url": "https://github.com/service-team/payments-api/blob/main/RUNBOOKS.md",
+    "_kit_index": "",
 }
 EMAIL = {
     "alert_receiver": "email",
@@ -69,11 +70,13 @@ def test_valid_answers(name, value):
 @pytest.mark.parametrize(
     "answers",
     [
-        {"readme_url": "https://gitlab.example.org/team/payments-api/-/blob/main/README.md"},
-        {"readme_url": "http://git.internal/payments-api/README.md"},
+        {"runbooks_url": "https://gitlab.example.org/team/payments-api/-/blob/main/RUNBOOKS.md"},
+        {"runbooks_url": "http://git.internal/payments-api/RUNBOOKS.md"},
         EMAIL,
         {**EMAIL, "alert_email": "team+alerts@mail.example.co.uk", "alert_smarthost": "relay:25"},
         {"alert_receiver": "pagerduty"},
+        {"_kit_index": "https://pypi.org/simple/"},
+        {"_kit_index": "https://artifacts.example.org/api/pypi/python/simple"},
     ],
 )
 def test_valid_alerting_answers(answers):
@@ -83,9 +86,12 @@ def test_valid_alerting_answers(answers):
 @pytest.mark.parametrize(
     ("answers", "name", "rule"),
     [
-        ({"readme_url": "github.com/team/x"}, "readme_url", "an http(s) URL"),
-        ({"readme_url": "https://x/README.md#alerts"}, "readme_url", "no #fragment"),
-        ({"readme_url": "https://x/a b"}, "readme_url", "an http(s) URL"),
+        ({"runbooks_url": "github.com/team/x"}, "runbooks_url", "an http(s) URL"),
+        ({"runbooks_url": "https://x/RUNBOOKS.md#servicedown"}, "runbooks_url", "no #fragment"),
+        ({"runbooks_url": "https://x/a b"}, "runbooks_url", "an http(s) URL"),
+        # The owner's index heads requirements.txt: a newline would add a requirement.
+        ({"_kit_index": "https://x/simple\nevil==1"}, "_kit_index", "must be empty or the"),
+        ({"_kit_index": "pypi"}, "_kit_index", "http(s) URL of a package index"),
         ({**EMAIL, "alert_email": ""}, "alert_email", "must be an email address"),
         ({**EMAIL, "alert_email": "oncall"}, "alert_email", "must be an email address"),
         ({**EMAIL, "alert_email": "a@b"}, "alert_email", "must be an email address"),
