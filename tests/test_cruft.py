@@ -1,13 +1,10 @@
 """A generated project stays updatable: cruft can create it and check it against the template."""
 
-import contextlib
 import os
-import socket
 import subprocess
-import time
 
 from .conftest import GIT_IDENTITY, clean_venv, pip_install, run, template_repository
-from .service import free_loopback_port
+from .sources import git, git_server
 
 
 def test_cruft_create_then_check(tmp_path, template_tool):
@@ -46,34 +43,6 @@ def edit(path, old, new):
     path.write_text(text.replace(old, new, 1))
 
 
-def git(*arguments, cwd):
-    return run(["git", *arguments], cwd=cwd, env={**os.environ, **GIT_IDENTITY})
-
-
-@contextlib.contextmanager
-def git_server(base):
-    """git's own daemon serving the repositories under `base` on loopback, read-only: a
-    git URL that cruft and pip reach as they would a forge's (cruft reads a file:// URL
-    as a local path)."""
-    port = free_loopback_port()
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}"]
-        + ["--listen=127.0.0.1", f"--port={port}", base],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert time.monotonic() < deadline, "git daemon did not start"
-            time.sleep(0.05)
-        yield f"git://127.0.0.1:{port}"
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-
-
 def test_cruft_update_brings_a_kit_release_and_keeps_the_teams_edits(tmp_path, template_tool):
     """A service made from the template's git URL, edited by its team; then a template
     release that bumps the kit and changes a generated file. cruft update applies it
@@ -87,7 +56,8 @@ def test_cruft_update_brings_a_kit_release_and_keeps_the_teams_edits(tmp_path, t
     with git_server(served) as server:
         url = f"{server}/template.git"
         run([cruft, "create", "--no-input", "--output-dir", tmp_path, url], cwd=tmp_path, env=env)
-        check_update(tmp_path, template, first, url, cruft, env)
+        project = check_update(tmp_path, template, first, url, cruft, env)
+        check_publishing(project, template, cruft, env)
 
 
 def check_update(tmp_path, template, first, url, cruft, env):
@@ -168,3 +138,29 @@ def check_update(tmp_path, template, first, url, cruft, env):
         cwd=project,
     )
     assert answered.stdout.strip() == "{'orders': []}"
+    return project
+
+
+def check_publishing(project, template, cruft, env):
+    """The template's owner publishes the kit and sets _kit_index: the next `cruft update`
+    (which takes private variables from the template, never from .cruft.json) turns the
+    git reference into the version pin from that index."""
+    git("add", "--all", cwd=project)
+    git("commit", "--quiet", "--message", "Kit 0.2.0", cwd=project)
+    edit(
+        template / "cookiecutter.json",
+        '"_kit_index": ""',
+        '"_kit_index": "https://pypi.org/simple/"',
+    )
+    git("commit", "--quiet", "--all", "--message", "The kit is on PyPI", cwd=template)
+    git("push", "--quiet", project.parent / "served" / "template.git", "main", cwd=template)
+
+    run([cruft, "update", "--skip-apply-ask"], cwd=project, env=env)
+
+    for name in ("requirements.txt", "monitoring/requirements.txt"):
+        kit_lines = [
+            line
+            for line in (project / name).read_text().splitlines()
+            if "flask-cf-prometheus" in line
+        ]
+        assert kit_lines == ["flask-cf-prometheus==0.2.0"], name
