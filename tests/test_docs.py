@@ -171,3 +171,16 @@ def test_the_shared_token_is_made_as_the_readme_says_in_every_bake(cookies):
     run(["git", "init", "--quiet"], cwd=project)
     ignored = run(["git", "status", "--porcelain", "--ignored"], cwd=project).stdout
     assert "!! monitoring/secrets/metrics-token" in ignored.splitlines()
+
+
+def test_the_alerts_are_checked_as_the_readme_says(cookies):
+    project = bake(cookies)
+    readme = (project / "README.md").read_text()
+    section = readme[readme.index("\n## Alerts\n") :]
+    [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[:1]
+    promtool = tools.require("promtool")
+
+    for command in block.strip().splitlines():
+        assert command.startswith("promtool "), command
+        checked = run([promtool, *shlex.split(command)[1:]], cwd=project)
+        assert "SUCCESS" in checked.stdout + checked.stderr, command
