@@ -42,18 +42,27 @@ import contextlib
 import http.server
 import json
 import os
+import random
 import re
 import secrets
 import threading
 import time
+import types
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 from .service import serving
 
 
 class CloudFoundry:
-    def __init__(self, client_id="prometheus", client_secret="discovery-secret", page_size=2):
+    def __init__(
+        self, client_id="prometheus", client_secret="discovery-secret", page_size=2, seed=0
+    ):
+        # GUIDs drawn from a seeded generator: what depends on them (which shard an
+        # instance falls in) is the same every run. Another platform takes another seed.
+        self._guids = random.Random(seed)
         self.client_id = client_id
         self.client_secret = client_secret
         self.page_size = page_size
@@ -82,13 +91,16 @@ class CloudFoundry:
 
     # The platform's state, as cf push, cf scale and cf set-label would leave it.
 
+    def guid(self):
+        return str(uuid.UUID(int=self._guids.getrandbits(128), version=4))
+
     def organization(self, name):
-        guid = str(uuid.uuid4())
+        guid = self.guid()
         self.organizations[guid] = {"guid": guid, "name": name}
         return guid
 
     def space(self, name, organization):
-        guid = str(uuid.uuid4())
+        guid = self.guid()
         self.spaces[guid] = {
             "guid": guid,
             "name": name,
@@ -98,7 +110,7 @@ class CloudFoundry:
 
     def push(self, name, space, route_url, instances, labels=None, annotations=None):
         """An app with a web process of `instances` and a route; its GUID."""
-        guid = str(uuid.uuid4())
+        guid = self.guid()
         self.apps[guid] = {
             "guid": guid,
             "name": name,
@@ -111,7 +123,7 @@ class CloudFoundry:
         return guid
 
     def add_web_process(self, app, instances):
-        guid = str(uuid.uuid4())
+        guid = self.guid()
         self.processes[guid] = {
             "guid": guid,
             "type": "web",
@@ -130,13 +142,13 @@ class CloudFoundry:
     ):
         """A route host.domain[path] to the app's `process`; for tcp, `url` is the domain
         and a port; `owner`, an organisation's GUID, makes the domain private to it."""
-        guid = str(uuid.uuid4())
+        guid = self.guid()
         host, _, domain = url.partition(".")
         if protocol == "tcp":
             host, domain = "", url.partition(":")[0]
         if domain not in self.domains:
             self.domains[domain] = {
-                "guid": str(uuid.uuid4()),
+                "guid": self.guid(),
                 "name": domain,
                 "internal": internal,
                 "relationships": {"organization": {"data": owner and {"guid": owner}}},
@@ -150,7 +162,7 @@ class CloudFoundry:
             "relationships": {"domain": {"data": {"guid": self.domains[domain]["guid"]}}},
             "destinations": [
                 {
-                    "guid": str(uuid.uuid4()),
+                    "guid": self.guid(),
                     "app": {"guid": app, "process": {"type": process}},
                     "weight": None,
                     "port": 8080,
@@ -229,7 +241,7 @@ class CloudFoundry:
             if self.fault == "redirect":
                 return 302, {}, {"Location": "http://127.0.0.2:9/elsewhere"}
             if self.fault == "bad_shape" and parts.path == "/v3/processes":
-                return 200, self.list_page(parts.path, query, [{"guid": str(uuid.uuid4())}])
+                return 200, self.list_page(parts.path, query, [{"guid": self.guid()}])
         if handler.command == "POST" and parts.path == "/oauth/token":
             return self.token(handler)
         if parts.path == "/":
@@ -432,3 +444,125 @@ def cloudfoundry_api(platform, tls=None):
         scheme = "https" if tls is not None else "http"
         platform.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
         yield platform
+
+
+GUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+APP_INSTANCE = re.compile(rf"({GUID}):(\d+)")
+
+
+@contextlib.contextmanager
+def fleet_router(platform, tls=None):
+    """A stand-in for the router in front of every instance of `platform`: it picks an
+    instance as gorouter does (routing-release, handlers/lookup.go) — by
+    X-CF-APP-INSTANCE, "<app GUID>:<index>", checked first, from the last process that
+    has the index; else by X-CF-PROCESS-INSTANCE, "<process GUID>:<index>" — and answers
+    for it with a metric naming the instance that answered: its process and index. An
+    unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route. Over
+    https with `tls`, a server SSLContext."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            answered = self.instance()
+            if answered is None:
+                body = b"400 Bad Request"
+                self.send_response(400)
+                self.send_header("X-Cf-Routererror", "unknown_route")
+            else:
+                process, index = answered
+                body = (
+                    "# TYPE stand_in_answered gauge\n"
+                    f'stand_in_answered{{process="{process}",index="{index}"}} 1\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def instance(self):
+            processes = list(platform.processes.values())
+            app = APP_INSTANCE.fullmatch(self.headers.get("X-CF-APP-INSTANCE") or "")
+            if app:
+                guid, index = app[1], int(app[2])
+                having = [
+                    process["guid"]
+                    for process in processes
+                    if process["relationships"]["app"]["data"]["guid"] == guid
+                    and index < process["instances"]
+                ]
+                return (having[-1], index) if having else None
+            chosen = APP_INSTANCE.fullmatch(self.headers.get("X-CF-PROCESS-INSTANCE") or "")
+            if chosen:
+                guid, index = chosen[1], int(chosen[2])
+                process = platform.processes.get(guid)
+                if process and index < process["instances"]:
+                    return guid, index
+            return None
+
+        def log_message(self, *arguments):
+            pass
+
+    with serving(Handler, tls) as server:
+        yield f"127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def cloudfoundry_router(backends):
+    """A stand-in for Cloud Foundry's router, on loopback: it honours X-CF-APP-INSTANCE as
+    the Cloud Foundry documentation describes (routing-release, "How to use X-CF headers"):
+    "<app GUID>:<index>", a 400 with X-Cf-Routererror for a malformed value or an unknown
+    instance, and sends each instance's requests on to its own service: `backends` maps
+    "<app GUID>:<index>" to the service's URL, and the test changes it as it scales."""
+    seen = []
+    refused = []
+    guid = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+    header_format = re.compile(rf"{guid}:\d+")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            header = self.headers.get("X-CF-APP-INSTANCE")
+            if header is None or not header_format.fullmatch(header):
+                return self.refuse(header, "invalid_cf_app_instance_header")
+            service_url = backends.get(header)
+            if service_url is None:
+                return self.refuse(header, "unknown_route")
+            seen.append((header, self.headers.get("Authorization")))
+            forwarded = {
+                name: value
+                for name, value in self.headers.items()
+                if name.lower() in ("authorization", "accept", "accept-encoding")
+            }
+            request = urllib.request.Request(service_url + self.path, headers=forwarded)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.answer(response.status, response.headers, response.read())
+            except urllib.error.HTTPError as error:
+                self.answer(error.code, error.headers, error.read())
+
+        def answer(self, status, headers, body):
+            self.send_response(status)
+            for name in ("Content-Type", "Content-Encoding"):
+                if headers.get(name):
+                    self.send_header(name, headers[name])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def refuse(self, header, error):
+            refused.append((header, error))
+            body = b"400 Bad Request"
+            self.send_response(400)
+            self.send_header("X-Cf-Routererror", error)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *arguments):
+            pass
+
+    with serving(Handler) as server:
+        yield types.SimpleNamespace(
+            address=f"127.0.0.1:{server.server_address[1]}", seen=seen, refused=refused
+        )

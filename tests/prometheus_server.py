@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 import urllib.parse
@@ -129,3 +130,26 @@ def running_prometheus(command, port, log, env=None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def run_prometheus(monitoring, tmp_path, *arguments, **environ):
+    """monitoring/run-prometheus with the Prometheus the tests use; `arguments` go to
+    Prometheus."""
+    port = free_loopback_port()
+    env = {
+        **os.environ,
+        "PROMETHEUS": str(require("prometheus")),
+        "PROMETHEUS_PORT": str(port),
+        "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
+        # An Alertmanager only where a test asks for one (and its port): never on 9093.
+        "ALERTMANAGER": "none",
+        **environ,
+    }
+    command = [monitoring / "run-prometheus", *arguments]
+    return running_prometheus(command, port, tmp_path / "run-prometheus.log", env=env)
+
+
+def alertmanager_alerts(alertmanager):
+    """The alerts the Alertmanager at this URL holds, from its API."""
+    with urllib.request.urlopen(alertmanager + "/api/v2/alerts", timeout=10) as response:
+        return json.loads(response.read())

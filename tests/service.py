@@ -243,3 +243,11 @@ def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", comman
     finally:
         with contextlib.suppress(AssertionError):
             service.stop()
+
+
+def wait_for(condition, seconds=60):
+    """Poll `condition` until it holds or `seconds` pass; what it last said."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()

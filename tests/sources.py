@@ -16,12 +16,26 @@ import time
 from pathlib import Path
 
 from . import tools
-from .conftest import GIT_IDENTITY, WHEELHOUSE, offline, run, template_repository
+from .baking import GIT_IDENTITY, WHEELHOUSE, offline, run, template_repository
 from .service import free_loopback_port
 
 
 def git(*arguments, cwd):
     return run(["git", *arguments], cwd=cwd, env={**os.environ, **GIT_IDENTITY})
+
+
+def edit(path, old, new):
+    """Replace the first `old` in the file at `path` by `new`; `old` must be there."""
+    text = path.read_text()
+    assert old in text, f"{old!r} is not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def track(project):
+    """The baked project as its team keeps it: a git repository, one commit as made."""
+    git("init", "--quiet", "--initial-branch", "main", cwd=project)
+    git("add", "--all", cwd=project)
+    git("commit", "--quiet", "--message", "Made from the template", cwd=project)
 
 
 @contextlib.contextmanager

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from . import alert_receivers
-from .conftest import bake, bake_with_views, run
-from .service import free_loopback_port, serve, serving
-from .test_discovery_networks import certificates
-from .test_monitoring import run_prometheus
+from .baking import FAILING, bake, bake_with_views, run
+from .prometheus_server import alertmanager_alerts, run_prometheus
+from .service import free_loopback_port, serve, serving, wait_for
+from .tls import certificates
 from .tools import require
 
 RECEIVERS = {"page": "page", "ticket": "ticket"}
@@ -170,13 +170,6 @@ def alerting_stack(
     # 25 seconds here; with 1s it sends as soon as the alert fires.
     with run_prometheus(monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ):
         yield f"http://127.0.0.1:{port}"
-
-
-def wait_for(condition, seconds=60):
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return condition()
 
 
 def test_the_watchdog_keeps_arriving_through_prometheus_and_alertmanager(cookies, tmp_path):
@@ -513,7 +506,7 @@ def test_none_keeps_alerts_in_alertmanager(cookies, tmp_path):
     with alerting_stack(monitoring, tmp_path, service_down_after="1s") as alertmanager:
         alerts = lambda: [  # noqa: E731
             alert
-            for alert in api(alertmanager, "/api/v2/alerts")
+            for alert in alertmanager_alerts(alertmanager)
             if alert["labels"]["alertname"] == "ServiceDown"
         ]
         arrived = wait_for(alerts)
@@ -524,19 +517,6 @@ def test_none_keeps_alerts_in_alertmanager(cookies, tmp_path):
     [alert] = arrived
     assert [receiver["name"] for receiver in alert["receivers"]] == ["page"]
     assert "Notify for alerts failed" not in log
-
-
-def api(alertmanager, path):
-    with urllib.request.urlopen(alertmanager + path, timeout=10) as response:
-        return json.loads(response.read())
-
-
-FAILING = """
-
-@bp.get("/fail")
-def fail():
-    return {"error": "failing on purpose"}, 500
-"""
 
 
 @pytest.mark.parametrize("receiver", list(SECRETS))
@@ -572,7 +552,7 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
             lambda: (
                 {
                     alert["labels"]["alertname"]
-                    for alert in api(alertmanager, "/api/v2/alerts")
+                    for alert in alertmanager_alerts(alertmanager)
                     if alert["labels"]["alertname"] in tickets and alert["status"]["inhibitedBy"]
                 }
                 == set(tickets)
@@ -586,11 +566,11 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
         inhibited = wait_for(
             lambda: [
                 alert
-                for alert in api(alertmanager, "/api/v2/alerts")
+                for alert in alertmanager_alerts(alertmanager)
                 if alert["status"]["inhibitedBy"]
             ]
         )
-        alerts = api(alertmanager, "/api/v2/alerts")
+        alerts = alertmanager_alerts(alertmanager)
     log = (tmp_path / "run-prometheus.log").read_text()
 
     assert received.rejected == [], log

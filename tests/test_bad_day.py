@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .load import drive, total
 from .service import serve, start_up
 from .tools import missing

@@ -12,7 +12,7 @@ import yaml
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
-from .conftest import TEMPLATE, bake, run
+from .baking import TEMPLATE, bake, run
 from .tools import require
 
 CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())

@@ -3,8 +3,8 @@
 import os
 import subprocess
 
-from .conftest import GIT_IDENTITY, clean_venv, pip_install, run, template_repository
-from .sources import git, git_server
+from .baking import GIT_IDENTITY, clean_venv, pip_install, run, template_repository
+from .sources import edit, git, git_server, track
 
 
 def test_cruft_create_then_check(tmp_path, template_tool):
@@ -37,12 +37,6 @@ ORDERS_LISTED = Counter("orders_listed", "Times the orders were listed.")
 """
 
 
-def edit(path, old, new):
-    text = path.read_text()
-    assert old in text, f"{old!r} is not in {path}"
-    path.write_text(text.replace(old, new, 1))
-
-
 def test_cruft_update_brings_a_kit_release_and_keeps_the_teams_edits(tmp_path, template_tool):
     """A service made from the template's git URL, edited by its team; then a template
     release that bumps the kit and changes a generated file. cruft update applies it
@@ -62,9 +56,7 @@ def test_cruft_update_brings_a_kit_release_and_keeps_the_teams_edits(tmp_path, t
 
 def check_update(tmp_path, template, first, url, cruft, env):
     project = tmp_path / "payments-api"
-    git("init", "--quiet", "--initial-branch", "main", cwd=project)
-    git("add", "--all", cwd=project)
-    git("commit", "--quiet", "--message", "Made from the template", cwd=project)
+    track(project)
     # The team's edits: a view, a metric of its own, a changed setting.
     package = project / "payments_api"
     edit(

@@ -4,81 +4,19 @@ every one scraped, each by its own job, through a canary deploy and a scale-down
 the alerts on discovery itself, live."""
 
 import contextlib
-import http.server
-import re
 import subprocess
 import time
 from pathlib import Path
 
 import yaml
 
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import bake, cf_discovery
-from .service import free_loopback_port, serving
-from .test_monitoring import run_prometheus
+from .baking import bake, cf_discovery
+from .cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
+from .prometheus_server import run_prometheus
+from .service import free_loopback_port
 
 APPS = 75
 INSTANCES = 4
-GUID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
-APP_INSTANCE = re.compile(rf"({GUID}):(\d+)")
-
-
-@contextlib.contextmanager
-def fleet_router(platform, tls=None):
-    """A stand-in for the router in front of every instance of `platform`: it picks an
-    instance as gorouter does (routing-release, handlers/lookup.go) — by
-    X-CF-APP-INSTANCE, "<app GUID>:<index>", checked first, from the last process that
-    has the index; else by X-CF-PROCESS-INSTANCE, "<process GUID>:<index>" — and answers
-    for it with a metric naming the instance that answered: its process and index. An
-    unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route. Over
-    https with `tls`, a server SSLContext."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            answered = self.instance()
-            if answered is None:
-                body = b"400 Bad Request"
-                self.send_response(400)
-                self.send_header("X-Cf-Routererror", "unknown_route")
-            else:
-                process, index = answered
-                body = (
-                    "# TYPE stand_in_answered gauge\n"
-                    f'stand_in_answered{{process="{process}",index="{index}"}} 1\n'
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def instance(self):
-            processes = list(platform.processes.values())
-            app = APP_INSTANCE.fullmatch(self.headers.get("X-CF-APP-INSTANCE") or "")
-            if app:
-                guid, index = app[1], int(app[2])
-                having = [
-                    process["guid"]
-                    for process in processes
-                    if process["relationships"]["app"]["data"]["guid"] == guid
-                    and index < process["instances"]
-                ]
-                return (having[-1], index) if having else None
-            chosen = APP_INSTANCE.fullmatch(self.headers.get("X-CF-PROCESS-INSTANCE") or "")
-            if chosen:
-                guid, index = chosen[1], int(chosen[2])
-                process = platform.processes.get(guid)
-                if process and index < process["instances"]:
-                    return guid, index
-            return None
-
-        def log_message(self, *arguments):
-            pass
-
-    with serving(Handler, tls) as server:
-        yield f"127.0.0.1:{server.server_address[1]}"
 
 
 def inotify_limit():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .baking import KIT, TEMPLATE, bake, cf_discovery, run
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import KIT, TEMPLATE, bake, cf_discovery, run
 from .tools import require
 
 DEPLOY = KIT / "deploy"

@@ -12,47 +12,14 @@ import subprocess
 import threading
 import time
 
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import cf_discovery, run
+from .baking import cf_discovery
+from .cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
 from .prometheus_server import running_prometheus
 from .service import free_loopback_port
-from .test_discovery_fleet import fleet_router
+from .tls import certificates
 from .tools import require
 
 LABELS = {"prometheus.io/scrape": "true"}
-
-
-def certificates(directory):
-    """A CA, and a certificate it signs for 127.0.0.1 and localhost: the paths of the
-    CA's certificate, and of the server's certificate and key."""
-    openssl = str(require("openssl"))
-    ca_key, ca, key, request, certificate = (
-        directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
-    )
-    run(
-        [
-            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=cf-discovery test CA", "-keyout", ca_key, "-out", ca,
-        ],
-        cwd=directory,
-    )  # fmt: skip
-    run(
-        [
-            openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", key, "-out", request,
-        ],
-        cwd=directory,
-    )  # fmt: skip
-    extensions = directory / "san.cnf"
-    extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
-    run(
-        [
-            openssl, "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key,
-            "-CAcreateserial", "-days", "2", "-extfile", extensions, "-out", certificate,
-        ],
-        cwd=directory,
-    )  # fmt: skip
-    return ca, certificate, key
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from . import tools
-from .conftest import KIT, TEMPLATE, bake, run
+from .baking import KIT, TEMPLATE, bake, run
 from .prose import sentences, words
 
 LONGEST_SENTENCE = 40

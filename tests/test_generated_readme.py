@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from .conftest import KIT, bake, run
+from .baking import KIT, bake, run
 from .tools import require
 
 # What a service runs of the kit: all of it but cf-discovery, whose --help documents it.

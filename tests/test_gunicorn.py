@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .service import serve
 
 

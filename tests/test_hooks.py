@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_hook
+from .baking import load_hook
 
 pre_gen = load_hook("pre_gen_project")
 post_gen = load_hook("post_gen_project")

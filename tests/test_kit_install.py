@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from . import tools
-from .conftest import KIT_VERSION, TEMPLATE, bake, clean_venv, offline, run
+from .baking import KIT_VERSION, TEMPLATE, bake, clean_venv, offline, run
 from .service import free_loopback_port, serving
 from .sources import as_a_user, bake_from, bare_template, git_server, readme_block, run_as_written
 

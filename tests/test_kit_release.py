@@ -13,7 +13,7 @@ import zipfile
 import pytest
 import yaml
 
-from .conftest import GIT_IDENTITY, KIT, KIT_VERSION, TEMPLATE, bake, run, template_repository
+from .baking import GIT_IDENTITY, KIT, KIT_VERSION, TEMPLATE, bake, run, template_repository
 
 WORKFLOW = TEMPLATE / ".github" / "workflows" / "kit.yml"
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from packaging.version import Version
 
-from .conftest import KIT, WHEELHOUSE, bake, clean_venv, kit_environment, pip_install, run
+from .baking import KIT, WHEELHOUSE, bake, clean_venv, kit_environment, pip_install, run
 from .wheelhouse import prometheus_client_range
 
 RANGE = prometheus_client_range()

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .service import serve
 
 ROUTER_ID = "6f1b4a5e-8c1d-4b7a-9d3e-2f6a8b0c1d2e"

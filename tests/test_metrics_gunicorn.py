@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .load import Scraper, drive, total
 from .prometheus_server import prometheus_scraping
 from .service import serve

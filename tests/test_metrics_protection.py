@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .prometheus_server import prometheus_scraping
 from .service import serve
 

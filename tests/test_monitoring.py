@@ -5,27 +5,22 @@ its dashboard type-checks against Grafana's own types, and its compose file and 
 provisioning validate."""
 
 import contextlib
-import http.server
 import json
 import os
 import re
 import subprocess
 import time
-import types
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import TEMPLATE, bake, bake_with_views, cf_discovery, run
+from .baking import TEMPLATE, bake, bake_with_views, cf_discovery, run
+from .cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
-from .prometheus_server import prometheus_scraping, running_prometheus
-from .service import free_loopback_port, serve, serving
+from .prometheus_server import prometheus_scraping, run_prometheus
+from .service import free_loopback_port, serve
 from .tools import require
 
 TOKEN = "monitoring-test-token"
@@ -495,80 +490,3 @@ def target_url(prometheus, instance):
         if target["labels"].get("instance") == instance:
             return target["scrapeUrl"]
     return None
-
-
-def run_prometheus(monitoring, tmp_path, *arguments, **environ):
-    """monitoring/run-prometheus with the Prometheus the tests use; `arguments` go to
-    Prometheus."""
-    port = free_loopback_port()
-    env = {
-        **os.environ,
-        "PROMETHEUS": str(require("prometheus")),
-        "PROMETHEUS_PORT": str(port),
-        "PROMETHEUS_DATA": str(tmp_path / "prometheus-data"),
-        # An Alertmanager only where a test asks for one (and its port): never on 9093.
-        "ALERTMANAGER": "none",
-        **environ,
-    }
-    command = [monitoring / "run-prometheus", *arguments]
-    return running_prometheus(command, port, tmp_path / "run-prometheus.log", env=env)
-
-
-@contextlib.contextmanager
-def cloudfoundry_router(backends):
-    """A stand-in for Cloud Foundry's router, on loopback: it honours X-CF-APP-INSTANCE as
-    the Cloud Foundry documentation describes (routing-release, "How to use X-CF headers"):
-    "<app GUID>:<index>", a 400 with X-Cf-Routererror for a malformed value or an unknown
-    instance, and sends each instance's requests on to its own service: `backends` maps
-    "<app GUID>:<index>" to the service's URL, and the test changes it as it scales."""
-    seen = []
-    refused = []
-    guid = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
-    header_format = re.compile(rf"{guid}:\d+")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            header = self.headers.get("X-CF-APP-INSTANCE")
-            if header is None or not header_format.fullmatch(header):
-                return self.refuse(header, "invalid_cf_app_instance_header")
-            service_url = backends.get(header)
-            if service_url is None:
-                return self.refuse(header, "unknown_route")
-            seen.append((header, self.headers.get("Authorization")))
-            forwarded = {
-                name: value
-                for name, value in self.headers.items()
-                if name.lower() in ("authorization", "accept", "accept-encoding")
-            }
-            request = urllib.request.Request(service_url + self.path, headers=forwarded)
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    self.answer(response.status, response.headers, response.read())
-            except urllib.error.HTTPError as error:
-                self.answer(error.code, error.headers, error.read())
-
-        def answer(self, status, headers, body):
-            self.send_response(status)
-            for name in ("Content-Type", "Content-Encoding"):
-                if headers.get(name):
-                    self.send_header(name, headers[name])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def refuse(self, header, error):
-            refused.append((header, error))
-            body = b"400 Bad Request"
-            self.send_response(400)
-            self.send_header("X-Cf-Routererror", error)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *arguments):
-            pass
-
-    with serving(Handler) as server:
-        yield types.SimpleNamespace(
-            address=f"127.0.0.1:{server.server_address[1]}", seen=seen, refused=refused
-        )

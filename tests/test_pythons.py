@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from . import tools
-from .conftest import KIT, TEMPLATE, kit_environment, run
+from .baking import KIT, TEMPLATE, kit_environment, run
 
 OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import bake
+from .baking import bake
 from .load import drive, total
 from .service import serve, start_up
 

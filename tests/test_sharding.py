@@ -14,13 +14,10 @@ import time
 import pytest
 import yaml
 
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .conftest import KIT, bake_with_views, cf_discovery, run
-from .prometheus_server import running_prometheus
-from .service import free_loopback_port, serve
-from .test_alerting import FAILING, api, wait_for
-from .test_discovery_fleet import fleet_router
-from .test_monitoring import cloudfoundry_router
+from .baking import FAILING, KIT, bake_with_views, cf_discovery, run
+from .cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router, fleet_router
+from .prometheus_server import alertmanager_alerts, running_prometheus
+from .service import free_loopback_port, serve, wait_for
 from .tools import require
 
 APPS = 60
@@ -461,7 +458,7 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
         received = wait_for(
             lambda: [
                 alert
-                for alert in api(alertmanager, "/api/v2/alerts")
+                for alert in alertmanager_alerts(alertmanager)
                 if alert["labels"]["alertname"] == "AvailabilityBudgetBurn1h"
             ]
         )

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import bake_with_views
+from .baking import bake_with_views
 from .load import total
 from .service import serve
 

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 
 from . import tools
-from .conftest import (
+from .baking import (
     GIT_IDENTITY,
     KIT_VERSION,
     TEMPLATE,
@@ -18,7 +18,7 @@ from .conftest import (
     run,
     template_repository,
 )
-from .sources import bake_from, git, git_server, run_as_written
+from .sources import bake_from, edit, git, git_server, run_as_written, track
 
 # The last commit whose services carried the machinery the kit now holds.
 PRE_KIT = "16f7f12"
@@ -94,12 +94,6 @@ def guide_blocks():
     return blocks
 
 
-def edit(path, old, new):
-    text = path.read_text()
-    assert old in text, f"{old!r} is not in {path}"
-    path.write_text(text.replace(old, new, 1))
-
-
 def make_pre_kit_template(directory):
     """A template repository holding the checkout's files at PRE_KIT, in one commit."""
     found = subprocess.run(
@@ -120,9 +114,7 @@ def make_pre_kit_template(directory):
 
 
 def make_team_edits(project):
-    git("init", "--quiet", "--initial-branch", "main", cwd=project)
-    git("add", "--all", cwd=project)
-    git("commit", "--quiet", "--message", "Made from the template", cwd=project)
+    track(project)
     package = project / "payments_api"
     # "Every metric the service exports is declared at the top of this file."
     edit(

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import bake_with_views
+from .baking import bake_with_views
 from .load import drive
 from .service import serve
 
