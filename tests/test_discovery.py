@@ -536,7 +536,8 @@ def test_bad_options_stop_it_before_it_asks_anything(
 
 
 def test_help_names_every_environment_variable_it_reads(project, project_python):
-    source = (KIT / "src" / "flask_cf_prometheus" / "discovery.py").read_text()
+    modules = (KIT / "src" / "flask_cf_prometheus" / "discovery").glob("*.py")
+    source = "\n".join(module.read_text() for module in modules)
     read = set(re.findall(r"environ\.get\(\"([A-Z_]+)\"", source))
     read |= {f"{name}_FILE" for name in re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source)}
     read |= set(re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source))
