@@ -36,12 +36,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import venv
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
+from checkout import TEMPLATE, baked_service  # bench/checkout.py, beside this file
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TEMPLATE))
 import discovery  # noqa: E402  (bench/discovery.py, beside this file)
 
@@ -60,22 +58,22 @@ PARTS = ("throughput", "instructions", "scrape", "scale", "discovery", "sharding
 BARE_APP = """
 from flask import Flask
 
-from flask_cf_prometheus._settings import settings_from_environ
+from flask_cf_prometheus import _bench
 
 from {package} import views
 
 app = Flask("{package}")
-app.config.from_mapping(settings_from_environ(), SERVICE_NAME="{package}")
+app.config.from_mapping(_bench.app_settings(), SERVICE_NAME="{package}")
 app.register_blueprint(views.bp)
 """
 
-# The baked service as it scraped before the kit's reader (_metric_files.py):
-# prometheus_client's own reader and encoder, which the kit falls back to with a
-# prometheus_client it was not proven on.
+# The baked service as it scraped before the kit's reader: prometheus_client's own
+# reader and encoder, which the kit falls back to with a prometheus_client it was not
+# proven on.
 OLD_READER_APP = """
-from flask_cf_prometheus import _metric_files as metric_files
+from flask_cf_prometheus import _bench
 
-metric_files.PROVEN_VERSIONS = ((0, 0), (0, 0))
+_bench.use_prometheus_clients_reader()
 
 from wsgi import app  # noqa: E402
 """
@@ -594,28 +592,6 @@ def wrk_latencies(port, seconds):
     }
 
 
-def baked_service(workdir, *requirements):
-    """A default project baked into `workdir`, and the Python of a virtual environment
-    with its requirements (the kit's wheel built from this checkout, which its version
-    pin finds) and `requirements`."""
-    project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
-    environment = workdir / "venv"
-    venv.create(environment, with_pip=True)
-    python = environment / "bin" / "python"
-    kit_wheels = workdir / "kit-wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps"]
-        + ["--wheel-dir", kit_wheels, TEMPLATE / "flask-cf-prometheus"],
-        check=True,
-    )
-    subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--find-links", kit_wheels]
-        + ["-r", project / "requirements.txt", *requirements],
-        check=True,
-    )
-    return project, python
-
-
 def build(workdir):
     project, python = baked_service(workdir, EXPORTER, GDS_METRICS)
     package = next(project.glob("*/metrics.py")).parent.name
@@ -700,7 +676,7 @@ def main():
     if "discovery" in args.parts:
         discovery.main([])
     if "sharding" in args.parts:
-        import sharding  # bench/sharding.py, which uses this file's baked_service
+        import sharding  # bench/sharding.py, beside this file
 
         sharding.main([])
     if set(args.parts) <= {"discovery", "sharding"}:

@@ -40,14 +40,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from checkout import DISCOVERY, with_kit_source  # bench/checkout.py, beside this file
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
 from tests.service import serving  # noqa: E402
 
-# The kit's program, run from this checkout's source: it needs only the standard library.
-DISCOVERY = REPOSITORY / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "discovery.py"
 LABELS = {"prometheus.io/scrape": "true"}
 LOGGED = re.compile(r"; (\d+) targets, (\d+) files changed, (\d+) requests")
 FOUNDATION = "bench"
@@ -73,10 +73,10 @@ def fleet(platform, apps, instances, route="example.com"):
 
 def once(platform, output):
     """One pass of cf-discovery --once; its wall time and its summary's numbers."""
-    env = platform.discovery_environment(CF_FOUNDATION=FOUNDATION)
+    env = with_kit_source(platform.discovery_environment(CF_FOUNDATION=FOUNDATION))
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, DISCOVERY, "--once", "--no-reload", "--scheme=http", "--output", output],
+        [*DISCOVERY, "--once", "--no-reload", "--scheme=http", "--output", output],
         env=env,
         capture_output=True,
         text=True,

@@ -72,26 +72,20 @@ def build(package, which):
     asked for, so that the runs compared lay out memory alike up to their requests."""
     factory = __import__(package, fromlist=["create_app", "views"])
     from flask import Flask
-    from flask_cf_prometheus import _flask, _settings
+    from flask_cf_prometheus import _bench
 
     bare = Flask(package)
-    bare.config.from_mapping(_settings.settings_from_environ(), SERVICE_NAME=package)
+    bare.config.from_mapping(_bench.app_settings(), SERVICE_NAME=package)
     bare.register_blueprint(factory.views.bp)
     service = factory.create_app()
-    # The kit's Metrics.init_app wraps the app with _flask._middleware: swapped for one
-    # without request ids while the no-ids app is built.
-    name = "flask_cf_prometheus._middleware"
-    middleware = sys.modules[name]
-    _flask._middleware = without_request_ids(name)
-    no_ids = factory.create_app()
-    sys.modules[name] = _flask._middleware = middleware
+    with _bench.middleware_replaced_by(without_request_ids(_bench.MIDDLEWARE_MODULE)):
+        no_ids = factory.create_app()
     return {"bare": bare, "no-ids": no_ids, "service": service}[which]
 
 
 def without_request_ids(name):
     """The module `name`, imported anew with the statements of its functions that name a
-    request id removed (and in sys.modules, for create_app() to use); stop if they are
-    not the ones expected."""
+    request id removed; stop if they are not the ones expected."""
     spec = importlib.util.find_spec(name)
     with open(spec.origin, encoding="utf-8") as source:
         tree = ast.parse(source.read(), spec.origin)
@@ -101,7 +95,6 @@ def without_request_ids(name):
         lines = [statement.lineno for statement in removed]
         raise SystemExit(f"{name}: expected {ID_STATEMENTS} request id statements, not at {lines}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     exec(compile(tree, spec.origin, "exec"), module.__dict__)
     return module
 

@@ -17,7 +17,6 @@ bytes the files use.
 
 import argparse
 import gc
-import importlib
 import os
 import statistics
 import struct
@@ -125,9 +124,10 @@ def main():
         for pid in range(1_000_001, 1_000_001 + int(workers)):  # no real worker's pid
             write_worker(pid, int(routes))
         return
-    multiprocess = importlib.import_module("flask_cf_prometheus._multiprocess")
+    from flask_cf_prometheus import _bench
+
     if args.directory:
-        real_directory(multiprocess, args.directory, args.repeat)
+        real_directory(args.directory, args.repeat)
         return
     print("\nScrape cost in-process: prometheus_client's MultiProcessCollector and")
     print("generate_latest, and the service's collector (first scrape: median of")
@@ -147,12 +147,10 @@ def main():
                 registry.register(MultiProcessCollector(None, path=directory))
                 figures = compare(
                     lambda registry=registry: generate_latest(registry),
-                    lambda directory=directory: multiprocess.LockedCollector(directory),
+                    lambda directory=directory: _bench.scrape_collector(directory),
                     args.repeat,
                 )
-                kept = kept_bytes(
-                    lambda directory=directory: multiprocess.LockedCollector(directory)
-                )
+                kept = kept_bytes(lambda directory=directory: _bench.scrape_collector(directory))
                 used = sum(
                     struct.unpack_from("i", path.read_bytes(), 0)[0]
                     for path in Path(directory).glob("*.db")
@@ -168,14 +166,16 @@ def main():
             )
 
 
-def real_directory(multiprocess, directory, repeat):
+def real_directory(directory, repeat):
     """One line: the comparison on a real service's directory, as its workers left it."""
+    from flask_cf_prometheus import _bench
+
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     registry = CollectorRegistry()
     registry.register(MultiProcessCollector(None, path=directory))
     (first, base_first, first_ratio), (warm, base_warm, warm_ratio) = compare(
         lambda: generate_latest(registry),
-        lambda: multiprocess.LockedCollector(directory),
+        lambda: _bench.scrape_collector(directory),
         repeat,
     )
     files = sorted(path.name for path in Path(directory).glob("*.db"))

@@ -37,16 +37,15 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from checkout import DISCOVERY, baked_service, with_kit_source  # bench/checkout.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from bench import baked_service  # noqa: E402  (bench/bench.py, beside this file)
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
 from tests.prometheus_server import running_prometheus  # noqa: E402
 from tests.service import Gunicorn, free_loopback_port, serving  # noqa: E402
 
-DISCOVERY = REPOSITORY / "flask-cf-prometheus" / "src" / "flask_cf_prometheus" / "discovery.py"
 AGENT_CONFIG = REPOSITORY / "flask-cf-prometheus" / "deploy" / "prometheus-agent.yml"
 LABELS = {"prometheus.io/scrape": "true"}
 SETTLE_SECONDS = 45
@@ -120,9 +119,9 @@ def router(exposition):
 def discover(platform, output, *arguments):
     output.mkdir(parents=True)
     subprocess.run(
-        [sys.executable, DISCOVERY, "--once", "--no-reload", "--scheme=http",
-         f"--output={output}", *arguments],
-        env=platform.discovery_environment(CF_FOUNDATION="bench"),
+        [*DISCOVERY, "--once", "--no-reload", "--scheme=http", f"--output={output}",
+         *arguments],
+        env=with_kit_source(platform.discovery_environment(CF_FOUNDATION="bench")),
         check=True,
         capture_output=True,
     )  # fmt: skip

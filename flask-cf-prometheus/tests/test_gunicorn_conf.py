@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from flask_cf_prometheus import _fold as folding
 from flask_cf_prometheus import _logs as logs
 from flask_cf_prometheus import _metrics as metrics
-from flask_cf_prometheus import _multiprocess as multiprocess
+from flask_cf_prometheus import _metrics_directory as metrics_directory
+from flask_cf_prometheus import _workers as worker_records
 from flask_cf_prometheus import gunicorn
 from flask_cf_prometheus._multiprocess import (
     LockedCollector,
@@ -368,7 +370,7 @@ def test_child_exit_counts_a_worker_killed_before_it_made_its_exit_counter(metri
     why): it was not killed, and is not counted."""
     metrics_dir.mkdir()
     dead_worker_exits(4252, recorded="shutdown")
-    multiprocess.allocate_worker_files(4253, metrics_dir)
+    metrics_directory.allocate_worker_files(4253, metrics_dir)
     (metrics_dir / "counter_4254.db").write_bytes(b"")
     conf = load()
     server = SimpleNamespace(WORKERS={})
@@ -399,16 +401,16 @@ def test_an_exit_is_counted_once_though_a_fold_is_retried(metrics_dir, monkeypat
         Histogram("duration", "Duration.", registry=None).observe(0.1)
     conf = load()
     server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
-    fold = multiprocess._fold
+    fold = folding._fold
 
     def fold_counters_only(dead, aggregate):
         if dead.name.startswith("histogram"):
             raise OSError(errno.ENOSPC, "No space left on device")
         fold(dead, aggregate)
 
-    monkeypatch.setattr(multiprocess, "_fold", fold_counters_only)
+    monkeypatch.setattr(folding, "_fold", fold_counters_only)
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4256))
-    monkeypatch.setattr(multiprocess, "_fold", fold)
+    monkeypatch.setattr(folding, "_fold", fold)
     dead_worker_exits(4257, recorded="recycled")
     conf["child_exit"](server=server, worker=SimpleNamespace(pid=4257))
 
@@ -444,8 +446,8 @@ def test_worker_exit_says_whether_the_worker_was_recycled(
             if sample.name == "gunicorn_worker_exits_total"
         }
 
-    monkeypatch.setattr(metrics, "_exit_recorded", False)  # a fresh worker's
-    metrics.prepare_exit_count()
+    monkeypatch.setattr(worker_records, "_exit_recorded", False)  # a fresh worker's
+    worker_records.prepare_exit_count()
     before = exits()
     conf = load()
     booted = SimpleNamespace(pid=os.getpid(), booted=True, nr=requests_served, max_requests=100)

@@ -25,12 +25,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict
 
 from flask_cf_prometheus import _metric_files as metric_files
-from flask_cf_prometheus._multiprocess import (
-    LockedCollector,
-    _merge_readable,
-    allocate_worker_files,
-    mark_worker_dead,
-)
+from flask_cf_prometheus._fold import mark_worker_dead
+from flask_cf_prometheus._metric_files import merge_readable
+from flask_cf_prometheus._metrics_directory import allocate_worker_files
+from flask_cf_prometheus._multiprocess import LockedCollector
+from flask_cf_prometheus._rendering import Families, Rendering
 
 from .conftest import DECLARED, checkpoints, garbage, unproven_message, worker, writer
 
@@ -88,16 +87,16 @@ def summary(metrics):
 
 def assert_same(directory, collector, context):
     """The collector reads what prometheus_client's merge reads, in every exposition."""
-    expected, _ = _merge_readable(listing(directory))
+    expected, _ = merge_readable(listing(directory))
     actual = collector.collect()
     # The kit's reader, not the fallback, must be under test.
     assert collector._reader is not None, unproven_message()
     assert summary(actual[:-1]) == summary(expected), context
     for accept in ACCEPT:
         encode, _ = choose_encoder(accept)
-        assert collector.exposition(encode) == encode(
-            metric_files.Families([*expected, actual[-1]])
-        ), f"{context}, Accept: {accept!r}"
+        assert collector.exposition(encode) == encode(Families([*expected, actual[-1]])), (
+            f"{context}, Accept: {accept!r}"
+        )
 
 
 def define():
@@ -280,13 +279,13 @@ def test_scrapes_render_only_the_values_once_the_series_are_known(directory, mon
         define()["histogram"].labels("a", "/").observe(0.3)
     assert_same(directory, collector, "the series are new: learnt from the encoders")
     rendered = []
-    by_the_encoder = metric_files._Rendering._alone
+    by_the_encoder = Rendering._alone
 
     def alone(rendering, metric):
         rendered.append(metric.name)
         return by_the_encoder(rendering, metric)
 
-    monkeypatch.setattr(metric_files._Rendering, "_alone", alone)
+    monkeypatch.setattr(Rendering, "_alone", alone)
     with worker(1):
         define()["histogram"].labels("a", "/").observe(2)
 
@@ -361,10 +360,10 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
         " file reader was proven on (0.26 up to 0.27): scrapes use prometheus_client's"
         " own, slower reader"
     ]
-    expected, _ = _merge_readable(listing(directory))
+    expected, _ = merge_readable(listing(directory))
     assert summary(collector.collect()[:-1]) == summary(expected)
     actual = collector.exposition(generate_latest)
-    assert actual == generate_latest(metric_files.Families([*expected, collector.collect()[-1]]))
+    assert actual == generate_latest(Families([*expected, collector.collect()[-1]]))
 
 
 @pytest.mark.parametrize(

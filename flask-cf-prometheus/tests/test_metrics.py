@@ -6,7 +6,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.process_collector import ProcessCollector
 
+from flask_cf_prometheus import ConfigError
 from flask_cf_prometheus import _metrics as metrics
+from flask_cf_prometheus import _workers as worker_records
 
 from .service import VERSION, create_app
 
@@ -222,6 +224,20 @@ def test_metrics_endpoint_filters_by_name(client):
     assert names == {"app_info", "http_server_requests_total"}
 
 
+def test_a_blank_metrics_directory_stops_an_app_built_after_the_metrics_import(
+    monkeypatch, tmp_path
+):
+    """prometheus_client would read it as the working directory; under `flask run`
+    nothing replaces it first (python -m does)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", " ")
+
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR is set but blank"):
+        create_app()
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_metrics_path_comes_from_the_settings():
     config = {"METRICS_PATH": "/internal/metrics", "METRICS_BASIC_AUTH_TOKEN": TOKEN}
     client = create_app({"METRICS_BASIC_AUTH": True, **config}).test_client()
@@ -236,7 +252,7 @@ def current(metric):
 
 def test_process_sampler_records_this_process():
     cpu_before = current(metrics.WORKERS_CPU)
-    sampler = metrics.ProcessSampler()
+    sampler = worker_records.ProcessSampler()
 
     sampler.sample()
     sampler.sample()
@@ -255,14 +271,14 @@ def exits_by_reason():
 
 
 def test_a_worker_counts_itself_in_and_its_exit_once(monkeypatch):
-    monkeypatch.setattr(metrics, "_exit_recorded", False)
-    monkeypatch.setattr(metrics.ProcessSampler, "start", lambda sampler: None)
+    monkeypatch.setattr(worker_records, "_exit_recorded", False)
+    monkeypatch.setattr(worker_records.ProcessSampler, "start", lambda sampler: None)
     before = exits_by_reason()
 
-    metrics.prepare_exit_count()
-    metrics.start_worker(configured_workers=4)
-    metrics.record_worker_exit("timeout")
-    metrics.record_worker_exit("shutdown")  # gunicorn's exit path, after the abort
+    worker_records.prepare_exit_count()
+    worker_records.start_worker(configured_workers=4)
+    worker_records.record_worker_exit("timeout")
+    worker_records.record_worker_exit("shutdown")  # gunicorn's exit path, after the abort
 
     assert current(metrics.WORKERS_CONFIGURED) == 4
     assert current(metrics.WORKERS_ALIVE) == 1

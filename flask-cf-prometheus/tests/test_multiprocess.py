@@ -14,14 +14,14 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from flask_cf_prometheus._multiprocess import (
+from flask_cf_prometheus._fold import mark_worker_dead
+from flask_cf_prometheus._metrics_directory import (
     WORKER_FILE_SIZES,
-    LockedCollector,
-    _locked,
     allocate_worker_files,
-    mark_worker_dead,
+    locked,
     reset_directory,
 )
+from flask_cf_prometheus._multiprocess import LockedCollector
 
 from . import conftest
 from .conftest import KEY_PAST_THE_END, checkpoints, worker, writer
@@ -193,10 +193,10 @@ def test_max_gauges_are_folded_and_all_gauges_kept_per_worker(directory):
 
 def test_compaction_waits_for_a_scrape_in_progress(directory):
     serve_requests(600, [0.2])
-    with _locked(directory, fcntl.LOCK_SH):
+    with locked(directory, fcntl.LOCK_SH):
         # While a scrape holds the shared lock, the exclusive one a fold takes cannot be
         # had: the fold waits, and the scrape sees the dead worker's files.
-        with pytest.raises(BlockingIOError), _locked(directory, fcntl.LOCK_EX | fcntl.LOCK_NB):
+        with pytest.raises(BlockingIOError), locked(directory, fcntl.LOCK_EX | fcntl.LOCK_NB):
             pass
         assert "counter_600.db" in db_files(directory)
     mark_worker_dead(600, directory)

@@ -1,9 +1,9 @@
 """`Metrics`, the kit as a Flask extension: what a service's factory calls."""
 
-from . import _metrics, _middleware
+from . import _endpoint, _middleware
 from ._settings import (
     DEFAULT_METRICS_PATH,
-    refuse_blank_metrics_directory,
+    app_metrics_directory,
     server_settings_from_environ,
     settings_from_environ,
 )
@@ -33,7 +33,7 @@ class Metrics:
         """Wire the app. Call it last in the factory, once every route is registered: it
         stops start-up (ConfigError) when a setting is bad or another route answers the
         metrics path."""
-        refuse_blank_metrics_directory()  # whatever prometheus_client has been given
+        directory = app_metrics_directory()
         server_settings_from_environ()  # checked too, as the gunicorn master checks them
         settings = settings_from_environ(
             metrics_path=self.metrics_path, metrics_basic_auth=self.basic_auth
@@ -41,6 +41,6 @@ class Metrics:
         app.config.setdefault("SERVICE_NAME", self.service)
         for name, value in settings.items():
             app.config.setdefault(name, value)
-        _metrics.init_app(app, self.version)
+        _endpoint.init_app(app, self.version, directory)
         _middleware.init_app(app)
-        _metrics.check_no_route_shares_the_path(app)
+        _endpoint.check_no_route_shares_the_path(app)

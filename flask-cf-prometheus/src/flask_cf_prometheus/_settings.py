@@ -22,7 +22,8 @@ DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.
 # What METRICS_TRUSTED_PROXIES says to believe no X-Forwarded-For at all.
 NO_PROXIES = "none"
 LOG_FORMATS = ("json", "text")
-METRICS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+# The variable that names where workers share their metric files.
+METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ConfigError(ValueError):
@@ -159,16 +160,21 @@ def _basic_auth_credentials(environ):
 def metrics_directory(environ=os.environ):
     """Where workers share their metric files, or None when PROMETHEUS_MULTIPROC_DIR is
     unset or blank: the one rule for this variable, wherever it is read."""
-    value = _text(environ, METRICS_DIRECTORY)
+    value = _text(environ, METRICS_DIRECTORY_VARIABLE)
     return None if value is None else Path(value)
 
 
-def refuse_blank_metrics_directory(environ=os.environ):
-    """prometheus_client reads a set but blank PROMETHEUS_MULTIPROC_DIR as the current
-    directory. Where nothing replaces it before prometheus_client is imported (under
-    `flask run`; `python -m` gives it a private directory), refuse it."""
-    if METRICS_DIRECTORY in environ and metrics_directory(environ) is None:
-        raise ConfigError(f"{METRICS_DIRECTORY} is set but blank: unset it, or name a directory")
+def app_metrics_directory(environ=os.environ):
+    """metrics_directory() for the app, which refuses a set but blank value.
+
+    prometheus_client reads a blank PROMETHEUS_MULTIPROC_DIR as the working directory.
+    `python -m` replaces it with a private directory first; `flask run` does not."""
+    directory = metrics_directory(environ)
+    if directory is None and METRICS_DIRECTORY_VARIABLE in environ:
+        raise ConfigError(
+            f"{METRICS_DIRECTORY_VARIABLE} is set but blank: unset it, or name a directory"
+        )
+    return directory
 
 
 def settings_from_environ(

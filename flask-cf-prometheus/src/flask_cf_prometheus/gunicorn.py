@@ -10,42 +10,46 @@
 `settings()` reads each of gunicorn's settings from an environment variable and checks
 it, with every other setting the kit reads: a bad value stops gunicorn with one line
 that names the variable, the value and the rule. The hooks keep the workers' shared
-metric files exact (_multiprocess.py) and count each worker's exit by its reason.
+metric files exact (_metrics_directory.py, _fold.py) and count each worker's exit by its reason.
 """
 
 import os
 import time
 
-from . import _logs
-from ._settings import METRICS_DIRECTORY, ConfigError, check_environ, metrics_directory
+from . import _logs, _metrics_directory
+from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError, check_environ
 
 # gunicorn's access log line, for LOG_FORMAT=text; the JSON formatter reads its fields.
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({service.request_id}e)s'
+
+# The metrics directory as settings() read it, for the hooks: gunicorn runs them in the
+# master that loaded the config file, and in the workers it forks.
+_directory = None
 
 
 def settings(environ=os.environ):
     """gunicorn's settings, by gunicorn's names, from the environment; SystemExit with
     one line for a bad value or a missing metrics directory."""
+    global _directory
     try:
         server = check_environ(environ)
     except ConfigError as error:
         raise SystemExit(str(error)) from None
+    _directory = server["metrics_directory"]
     # prometheus_client picks single- or multi-process mode when a worker first imports
     # it, so the metrics directory must be in the environment before then: the manifest
     # command sets it on Cloud Foundry, and the launcher makes a private one for a local
     # run.
-    if server["metrics_directory"] is None:
+    if _directory is None:
         raise SystemExit(
-            f"{METRICS_DIRECTORY} is unset: set it, or start the service as the manifest"
+            f"{METRICS_DIRECTORY_VARIABLE} is unset: set it, or start the service as the manifest"
             " does (python -m and the package), which gives each run a private directory"
         )
-    from . import _multiprocess
-
     # Here, before gunicorn says it is starting: a directory that is not the service's
     # own, or too small, stops it with one line and nothing else.
     try:
-        _multiprocess.check_directory(str(server["metrics_directory"]))
-        _multiprocess.check_contents(str(server["metrics_directory"]), server["workers"])
+        _metrics_directory.check_directory(_directory)
+        _metrics_directory.check_contents(_directory, server["workers"])
     except ConfigError as error:
         raise SystemExit(str(error)) from None
     return {
@@ -69,16 +73,13 @@ def settings(environ=os.environ):
     }
 
 
-def _directory():
-    return str(metrics_directory())
-
-
 def on_starting(server):
     """In the master, before any worker: a fresh metrics directory for this run."""
-    from . import _multiprocess
+    from . import _fold
 
+    _fold.forget_dead_workers()
     try:
-        _multiprocess.reset_directory(_directory(), server.cfg.workers)
+        _metrics_directory.reset_directory(_directory, server.cfg.workers)
     except ConfigError as error:
         raise SystemExit(str(error)) from None
 
@@ -86,10 +87,8 @@ def on_starting(server):
 def post_fork(server, worker):
     """Before the worker imports the app: give its metric files their disk blocks, and
     make its exit countable."""
-    from . import _multiprocess
-
     try:
-        _multiprocess.allocate_worker_files(worker.pid, _directory())
+        _metrics_directory.allocate_worker_files(worker.pid, _directory)
     except OSError as error:
         # Writing metrics into files the disk cannot back would kill the worker with
         # SIGBUS mid-request. Exit instead (not as a boot error, which would stop the
@@ -98,22 +97,22 @@ def post_fork(server, worker):
         server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
         time.sleep(min(1.0, server.cfg.timeout / 2))
         raise SystemExit(1) from error
-    from . import _metrics
+    from . import _workers
 
-    _metrics.prepare_exit_count()
+    _workers.prepare_exit_count()
 
 
 def post_worker_init(worker):
-    from . import _metrics
+    from . import _workers
 
-    _metrics.start_worker(worker.cfg.workers)
+    _workers.start_worker(worker.cfg.workers)
 
 
 def worker_abort(worker):
     """In a worker the master stops for staying silent past the timeout."""
-    from . import _metrics
+    from . import _workers
 
-    _metrics.record_worker_exit("timeout")
+    _workers.record_worker_exit("timeout")
 
 
 def worker_exit(server, worker):
@@ -122,20 +121,20 @@ def worker_exit(server, worker):
         # gunicorn also calls this in the master, for a worker it found gone; and a worker
         # that did not boot may have no metric files to write into.
         return
-    from . import _metrics
+    from . import _workers
 
-    _metrics.record_worker_exit("recycled" if worker.nr >= worker.max_requests else "shutdown")
+    _workers.record_worker_exit("recycled" if worker.nr >= worker.max_requests else "shutdown")
 
 
 def child_exit(server, worker):
     """In the master, for every dead worker however it died: fold its metrics into the
     aggregate files."""
-    from . import _multiprocess
+    from . import _fold
 
     try:
-        _multiprocess.mark_worker_dead(
+        _fold.mark_worker_dead(
             worker.pid,
-            _directory(),
+            _directory,
             live=server.WORKERS,
             # A worker counts its own exit (worker_exit, worker_abort) unless it cannot.
             unexplained_exit=("gunicorn_worker_exits", "killed"),

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 
-from ._settings import METRICS_DIRECTORY, ConfigError, check_environ
+from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError, check_environ
 
 
 def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
@@ -43,7 +43,9 @@ def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
     private = None
     if settings["metrics_directory"] is None:
         private = tempfile.mkdtemp(prefix="prometheus-multiproc-")
-        os.environ[METRICS_DIRECTORY] = private
+        # Into the environment, not passed on: prometheus_client reads it there, in every
+        # worker, and so does gunicorn.settings() when gunicorn loads the config file.
+        os.environ[METRICS_DIRECTORY_VARIABLE] = private
 
     from gunicorn.app.wsgiapp import run
 
@@ -63,7 +65,8 @@ def app_builds(factory):
     with tempfile.TemporaryDirectory(prefix="app-check-") as directory:
         child = os.fork()
         if child == 0:
-            os.environ[METRICS_DIRECTORY] = directory
+            # prometheus_client reads it from the environment as the app imports it.
+            os.environ[METRICS_DIRECTORY_VARIABLE] = directory
             logging.disable()  # the workers say what the app has to say, once gunicorn runs
             module, _, function = factory.partition(":")
             try:
