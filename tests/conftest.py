@@ -96,11 +96,12 @@ def pytest_terminal_summary(terminalreporter):
         for report in reports:
             for name, value in getattr(report, "user_properties", ()):
                 if name == "pythons":
-                    # Each report holds what its process had found so far: the longest
-                    # line of each version is the whole of it.
+                    # Each report holds what its process had found so far, a line of
+                    # "; "-separated parts a version; two processes find different parts.
                     for version, outcome in value.items():
-                        pythons[version] = max(pythons.get(version, ""), outcome, key=len)
+                        parts = pythons.setdefault(version, [])
+                        parts += [part for part in outcome.split("; ") if part not in parts]
     if pythons:
         terminalreporter.section("the README's commands and the kit's suite, by python_version")
-        for version, outcome in sorted(pythons.items()):
-            terminalreporter.write_line(f"{version}: {outcome}")
+        for version, parts in sorted(pythons.items()):
+            terminalreporter.write_line(f"{version}: {'; '.join(parts)}")
