@@ -1,6 +1,9 @@
-"""The tests stay shallow: helpers live in helper modules, no module imports a test
-module or conftest, and no chain of imports runs past three modules."""
+"""The layout stays as the last redesign left it. The tests stay shallow: helpers live in
+helper modules, no module imports a test module or conftest, and no chain of imports
+runs past three modules. The kit's modules stay small, with no import cycle, and its
+README's layout names each of them."""
 
+import ast
 import functools
 import re
 
@@ -42,3 +45,71 @@ def test_imports_run_at_most_three_modules_deep():
     deepest = max((chain(module) for module in graph), key=len)
     assert len(deepest) <= MAX_DEPTH, " -> ".join(deepest)
     assert len(deepest) >= 2, "the check sees the imports"
+
+
+KIT_SOURCE = TEMPLATE / "flask-cf-prometheus" / "src" / "flask_cf_prometheus"
+MAX_LINES = 400
+
+
+def kit_modules():
+    return sorted(KIT_SOURCE.rglob("*.py"))
+
+
+def kit_imports(path):
+    """The kit's modules that the module at `path` imports, by path."""
+    package = path.parent
+    found = set()
+    for module, names in RELATIVE_IMPORT.findall(path.read_text()):
+        if module:
+            found.add(package / f"{module}.py")
+        else:
+            found |= {package / f"{name}.py" for name in re.split(r",\s*", names.strip("()"))}
+    return {imported for imported in found if imported.exists()}
+
+
+def test_no_module_of_the_kit_is_past_400_lines():
+    sizes = {path.name: len(path.read_text().splitlines()) for path in kit_modules()}
+
+    assert {name: size for name, size in sizes.items() if size > MAX_LINES} == {}
+    assert len(sizes) > 20
+
+
+def test_the_kit_has_no_import_cycle():
+    graph = {path: kit_imports(path) for path in kit_modules()}
+
+    def cycle_from(path, trail):
+        if path in trail:
+            return [*trail[trail.index(path) :], path]
+        for imported in graph[path]:
+            found = cycle_from(imported, [*trail, path])
+            if found:
+                return found
+        return None
+
+    for path in graph:
+        cycle = cycle_from(path, [])
+        assert cycle is None, " -> ".join(p.name for p in cycle)
+    assert sum(len(imported) for imported in graph.values()) > 20
+
+
+def test_discovery_names_nothing_public_but_main():
+    """The kit's README documents `main` alone; every other name is private."""
+    public = []
+    for path in (KIT_SOURCE / "discovery").glob("_*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = [getattr(node, "name", None)] + [
+                target.id for target in getattr(node, "targets", []) if isinstance(target, ast.Name)
+            ]
+            public += [f"{path.name}: {name}" for name in names if name and name[0] != "_"]
+
+    assert public == ["_cli.py: main"]
+
+
+def test_the_kit_readme_lays_out_every_module():
+    readme = (KIT_SOURCE.parents[1] / "README.md").read_text()
+    layout = readme[readme.index("\n## Layout\n") : readme.index("\n## Developing\n")]
+    listed = set(re.findall(r"^\| `([\w/.]+)` \|", layout, re.MULTILINE))
+
+    assert listed == {path.name for path in KIT_SOURCE.glob("*.py")} | {"discovery/"}
+    discovery = {path.stem for path in (KIT_SOURCE / "discovery").glob("_*.py")}
+    assert discovery - {"__init__", "__main__"} <= set(re.findall(r"`(_\w+)`", layout))
