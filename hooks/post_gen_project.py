@@ -55,7 +55,8 @@ def _git(directory, *arguments):
 def pip_url(url):
     """A git URL as pip reads it: `git+` and a scheme (scp-like `git@host:path` is ssh).
 
-    A path, or a `file:` URL, names the host: pip before 23.3 refuses `file:///`.
+    A path, or a `file:` URL, names the host: pip 23.2, which Python 3.11's and 3.12's venv
+    install, refuses `file:///` (24.2 takes it).
     """
     url = url.removeprefix("git+")
     scp = re.fullmatch(r"([\w.-]+@[\w.-]+):(?!//)(.+)", url)

@@ -224,7 +224,7 @@ def kit_pins(directory):
         ("git@github.com:org/template.git", "git+ssh://git@github.com/org/template.git"),
         ("ssh://git@github.com/org/template", "git+ssh://git@github.com/org/template"),
         ("git://127.0.0.1:9418/template.git", "git+git://127.0.0.1:9418/template.git"),
-        # pip before 23.3 (Python 3.11's and 3.12's venv) refuses file:/// as no URL.
+        # pip 23.2 (Python 3.11's and 3.12's venv) refuses file:/// as no URL.
         ("file:///srv/template.git", "git+file://localhost/srv/template.git"),
         ("/srv/template.git", "git+file://localhost/srv/template.git"),
     ],

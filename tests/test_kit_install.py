@@ -113,7 +113,7 @@ def served_template(tmp_path, scheme):
     loopback: the URL users give, what pip is pinned to, and the commit."""
     bare, commit = bare_template(tmp_path)
     if scheme == "file":
-        # pip before 23.3 reads no file:/// URL: the bake pins file://localhost/.
+        # pip 23.2 reads no file:/// URL: the bake pins file://localhost/.
         yield f"file://{bare}", f"file://localhost{bare}", commit
     else:
         with git_server(bare.parent) as server:
