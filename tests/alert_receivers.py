@@ -19,7 +19,6 @@ import base64
 import contextlib
 import email
 import email.policy
-import http.server
 import json
 import re
 import socketserver
@@ -27,7 +26,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-from .service import serving
+from .service import StandIn, serving
 
 
 @dataclass
@@ -72,7 +71,7 @@ def _json_handler(received, route):
     `route(method, path, headers, body)` returns: (status, content type, answer body),
     or raises ValueError for a payload the vendor would refuse."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
@@ -85,16 +84,9 @@ def _json_handler(received, route):
             except (ValueError, KeyError, TypeError) as error:
                 received.reject(f"{self.command} {self.path}: {error!r}: {body[:500]!r}")
                 status, content_type, answer = 400, "text/plain", b"invalid_payload"
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            self.answer(status, answer, [("Content-Type", content_type)])
 
         do_PUT = do_POST
-
-        def log_message(self, format, *args):
-            pass
 
     return Handler
 

@@ -39,7 +39,6 @@ revoked after a number of API requests, and each request's time is kept.
 
 import base64
 import contextlib
-import http.server
 import json
 import os
 import random
@@ -53,7 +52,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from .service import serving
+from .service import StandIn, serving
 
 
 class CloudFoundry:
@@ -418,27 +417,17 @@ def cloudfoundry_api(platform, tls=None):
     """Serve `platform` on loopback, with its `url` set; over https with `tls`, a server
     SSLContext."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_GET(self):
-            self.answer(*platform.handle(self))
+            self.answer_json(*platform.handle(self))
 
         do_POST = do_GET
 
-        def answer(self, status, body, headers=None):
+        def answer_json(self, status, body, headers=None):
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-            try:
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the client gave up waiting (the hang fault)
-
-        def log_message(self, *arguments):
-            pass
+            with contextlib.suppress(OSError):  # the client gave up waiting (the hang fault)
+                content_type = ("Content-Type", "application/json")
+                self.answer(status, data, [*(headers or {}).items(), content_type])
 
     with serving(Handler, tls) as server:
         scheme = "https" if tls is not None else "http"
@@ -460,26 +449,20 @@ def fleet_router(platform, tls=None):
     unknown instance gets gorouter's 400 with X-Cf-Routererror: unknown_route. Over
     https with `tls`, a server SSLContext."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
             answered = self.instance()
             if answered is None:
-                body = b"400 Bad Request"
-                self.send_response(400)
-                self.send_header("X-Cf-Routererror", "unknown_route")
-            else:
-                process, index = answered
-                body = (
-                    "# TYPE stand_in_answered gauge\n"
-                    f'stand_in_answered{{process="{process}",index="{index}"}} 1\n'
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                self.answer(400, b"400 Bad Request", [("X-Cf-Routererror", "unknown_route")])
+                return
+            process, index = answered
+            body = (
+                "# TYPE stand_in_answered gauge\n"
+                f'stand_in_answered{{process="{process}",index="{index}"}} 1\n'
+            ).encode()
+            self.answer(200, body, [("Content-Type", "text/plain; version=0.0.4")])
 
         def instance(self):
             processes = list(platform.processes.values())
@@ -501,9 +484,6 @@ def fleet_router(platform, tls=None):
                     return guid, index
             return None
 
-        def log_message(self, *arguments):
-            pass
-
     with serving(Handler, tls) as server:
         yield f"127.0.0.1:{server.server_address[1]}"
 
@@ -520,7 +500,7 @@ def cloudfoundry_router(backends):
     guid = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
     header_format = re.compile(rf"{guid}:\d+")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_GET(self):
             header = self.headers.get("X-CF-APP-INSTANCE")
             if header is None or not header_format.fullmatch(header):
@@ -537,30 +517,21 @@ def cloudfoundry_router(backends):
             request = urllib.request.Request(service_url + self.path, headers=forwarded)
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
-                    self.answer(response.status, response.headers, response.read())
+                    self.forward(response.status, response.headers, response.read())
             except urllib.error.HTTPError as error:
-                self.answer(error.code, error.headers, error.read())
+                self.forward(error.code, error.headers, error.read())
 
-        def answer(self, status, headers, body):
-            self.send_response(status)
-            for name in ("Content-Type", "Content-Encoding"):
-                if headers.get(name):
-                    self.send_header(name, headers[name])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        def forward(self, status, headers, body):
+            kept = [
+                (name, headers[name])
+                for name in ("Content-Type", "Content-Encoding")
+                if headers.get(name)
+            ]
+            self.answer(status, body, kept)
 
         def refuse(self, header, error):
             refused.append((header, error))
-            body = b"400 Bad Request"
-            self.send_response(400)
-            self.send_header("X-Cf-Routererror", error)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *arguments):
-            pass
+            self.answer(400, b"400 Bad Request", [("X-Cf-Routererror", error)])
 
     with serving(Handler) as server:
         yield types.SimpleNamespace(

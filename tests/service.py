@@ -46,6 +46,24 @@ def serving(handler, tls=None, server_class=_LoopbackServer):
         thread.join(10)
 
 
+class StandIn(http.server.BaseHTTPRequestHandler):
+    """A request handler for a stand-in server: `answer` sends a whole response, and no
+    request is logged."""
+
+    def answer(self, status, body=b"", headers=()):
+        """Send `status`, the `headers` ((name, value) pairs) in order, a Content-Length,
+        and `body`."""
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
 def free_loopback_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

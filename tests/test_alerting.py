@@ -7,7 +7,6 @@ notifications arrive at a stand-in for each vendor's endpoint on loopback.
 """
 
 import contextlib
-import http.server
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import yaml
 from . import alert_receivers
 from .baking import FAILING, bake, bake_with_views, run
 from .prometheus_server import alertmanager_alerts, run_prometheus
-from .service import free_loopback_port, serve, serving, wait_for
+from .service import StandIn, free_loopback_port, serve, serving, wait_for
 from .tls import certificates
 from .tools import require
 
@@ -447,17 +446,11 @@ def switchable_metrics():
     """A metrics endpoint that fails (503) until `up` is set, then answers."""
     up = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_GET(self):
             body = b"# TYPE stand_in gauge\nstand_in 1\n" if up.is_set() else b"down\n"
-            self.send_response(200 if up.is_set() else 503)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format, *args):
-            pass
+            status = 200 if up.is_set() else 503
+            self.answer(status, body, [("Content-Type", "text/plain; version=0.0.4")])
 
     with serving(Handler) as server:
         yield server.server_address[1], up
@@ -529,7 +522,9 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
     service, the objective, the summary and the runbook, while the tickets of the same
     objective are held back; served well again, one resolution follows. Then the service
     stops: ServiceDown pages, and the same service's alerts still firing are inhibited
-    by it."""
+    by it. It is long because ServiceDown must hold back the burn alerts the first part
+    left firing, so both parts run on one service, Prometheus and Alertmanager, and each
+    vendor's notification is checked field by field."""
     project = bake_with_views(cookies, FAILING, **receiver_answers(receiver))
     monitoring = project / "monitoring"
     tickets = ("AvailabilityBudgetBurn1d", "AvailabilityBudgetBurn3d")
@@ -776,7 +771,9 @@ def test_the_services_own_route_test_fails_when_a_severity_and_the_tree_part(
     cookies, project_python
 ):
     """The baked service's tests/test_alerts.py, which its CI runs with amtool: it passes
-    as baked, and fails when a rule's severity or the route tree changes alone."""
+    as baked, and fails when a rule's severity or the route tree changes alone. It is long
+    because it runs that test five ways on one baked copy: as baked, without amtool out of
+    CI and in CI, with a severity changed, and with the route tree changed."""
     project = bake(cookies)
     monitoring = project / "monitoring"
     rules = alerts(monitoring)

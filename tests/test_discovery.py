@@ -4,7 +4,6 @@ reload or bad settings lose nothing and say so."""
 
 import contextlib
 import grp
-import http.server
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import yaml
 
 from .baking import KIT, bake, cf_discovery, run
 from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .service import free_loopback_port, serving
+from .service import StandIn, free_loopback_port, serving
 from .tools import require
 
 SECRET = "discovery-secret"
@@ -117,9 +116,9 @@ def snapshot(output):
     return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.iterdir()}
 
 
-def test_every_instance_of_every_labelled_app_and_nothing_else(
-    project, project_python, platform, tmp_path
-):
+def push_six_labelled_apps_and_an_unlabelled_one(platform):
+    """Payments in two spaces, a ledger scraped without credentials, three batch apps and
+    an unlabelled app; returns the GUIDs of payments live, payments staging and ledger."""
     payments = platform.push(
         "payments-api", platform.live, "payments.apps.example.com", 3, LABELS, ANNOTATIONS
     )
@@ -137,6 +136,13 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     platform.push("unlabelled", platform.live, "unlabelled.apps.example.com", 2)
     for number in range(3):  # more labelled apps than fit on a page, and routes than apps
         platform.push(f"batch-{number}", platform.other, f"batch-{number}.example.com", 1, LABELS)
+    return payments, staging, whitelisted
+
+
+def test_every_instance_of_every_labelled_app_and_nothing_else(
+    project, project_python, platform, tmp_path
+):
+    payments, staging, whitelisted = push_six_labelled_apps_and_an_unlabelled_one(platform)
     output = tmp_path / "cf-targets"
 
     code, log = discovery(project, project_python, platform, output)
@@ -192,45 +198,64 @@ def test_every_instance_of_every_labelled_app_and_nothing_else(
     assert len(log) == 1, log
 
 
-def test_every_app_not_scraped_is_counted_and_said_with_its_reason(
-    project, project_python, platform, tmp_path
-):
-    def push(name, url="", instances=1, annotations=None):
-        app = platform.push(name, platform.live, url or f"{name}.example.com", instances, LABELS)
-        platform.apps[app]["metadata"]["annotations"] = annotations or {}
-        return app
+def push_labelled(platform, name, url="", instances=1, annotations=None):
+    """A labelled app in the live space, with only the annotations given."""
+    app = platform.push(name, platform.live, url or f"{name}.example.com", instances, LABELS)
+    platform.apps[app]["metadata"]["annotations"] = annotations or {}
+    return app
 
-    stopped = push("reports")
+
+def push_an_app_for_every_reason_not_to_scrape(platform):
+    """Eight apps discovery must skip, each for its own reason, and a wildcard-routed one;
+    returns the TCP-routed, the internal-routed and the wildcard apps' GUIDs."""
+    stopped = push_labelled(platform, "reports")
     platform.stop(stopped)
-    push("idle", instances=0)
-    routeless = push("batch")
+    push_labelled(platform, "idle", instances=0)
+    routeless = push_labelled(platform, "batch")
     platform.unmap_routes(routeless)
-    tcp = push("broker")
+    tcp = push_labelled(platform, "broker")
     platform.unmap_routes(tcp)
     platform.map_route(tcp, "tcp.example.com:1024", protocol="tcp")
-    internal = push("ledger")
+    internal = push_labelled(platform, "ledger")
     platform.unmap_routes(internal)
     platform.map_route(internal, "ledger.apps.internal", internal=True)
-    wildcard = push("catch-all", "*.shop.example.com")
-    path_only = push("docs", "docs.example.com")
+    wildcard = push_labelled(platform, "catch-all", "*.shop.example.com")
+    path_only = push_labelled(platform, "docs", "docs.example.com")
     platform.unmap_routes(path_only)
     platform.map_route(path_only, "www.example.com", path="/docs")
-    push("misnamed", annotations={"prometheus.io/route": "elsewhere.example.com"})
-    no_web = push("worker")
+    push_labelled(
+        platform, "misnamed", annotations={"prometheus.io/route": "elsewhere.example.com"}
+    )
+    no_web = push_labelled(platform, "worker")
     for process in platform.processes.values():
         if process["relationships"]["app"]["data"]["guid"] == no_web:
             process["type"] = "worker"
-    # Scraped: through the platform's domain before a CDN's, a named route before a
-    # wildcard, and a route with a path where the annotation names it.
+    return tcp, internal, wildcard
+
+
+def push_apps_scraped_by_the_route_they_prefer(platform, wildcard):
+    """Scraped: through the platform's domain before a CDN's, a named route before a
+    wildcard, and a route with a path where the annotation names it; returns the
+    handbook app's GUID, the one with a path."""
     cdn = platform.organization("cdn")
-    shop = push("shop", "a-shop.cdn.example.net")
+    shop = push_labelled(platform, "shop", "a-shop.cdn.example.net")
     platform.map_route(shop, "shop.apps.example.com")
     platform.map_route(wildcard, "catch-all.apps.example.com")
     platform.domains["cdn.example.net"]["relationships"]["organization"]["data"] = {"guid": cdn}
-    handbook = push("handbook", annotations={"prometheus.io/route": "www.example.com/handbook"})
+    handbook = push_labelled(
+        platform, "handbook", annotations={"prometheus.io/route": "www.example.com/handbook"}
+    )
     platform.map_route(handbook, "www.example.com", path="/handbook")
-    push("shop-venerable")
-    push("pay-v2", annotations={"prometheus.io/job": "payments"})
+    push_labelled(platform, "shop-venerable")
+    push_labelled(platform, "pay-v2", annotations={"prometheus.io/job": "payments"})
+    return handbook
+
+
+def test_every_app_not_scraped_is_counted_and_said_with_its_reason(
+    project, project_python, platform, tmp_path
+):
+    tcp, internal, wildcard = push_an_app_for_every_reason_not_to_scrape(platform)
+    handbook = push_apps_scraped_by_the_route_they_prefer(platform, wildcard)
     output = tmp_path / "cf-targets"
 
     code, log = discovery(project, project_python, platform, output)
@@ -801,17 +826,11 @@ def reload_endpoint(status):
     test); the reloads it was asked for."""
     asked = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_POST(self):
             asked.append(self.path)
             body = b"Lifecycle API is not enabled.\n" if status[0] == 403 else b""
-            self.send_response(status[0])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *arguments):
-            pass
+            self.answer(status[0], body)
 
     with serving(Handler) as server:
         yield f"http://localhost:{server.server_address[1]}", asked

@@ -25,92 +25,112 @@ def inotify_limit():
     return None
 
 
+def push_fleet(platform, router):
+    """APPS apps of INSTANCES instances each, over five spaces, scraped without
+    credentials; returns their GUIDs."""
+    organization = platform.organization("fleet")
+    spaces = [platform.space(f"space-{number}", organization) for number in range(5)]
+    return [
+        platform.push(
+            f"app-{number}",
+            spaces[number % len(spaces)],
+            router,
+            INSTANCES,
+            {"prometheus.io/scrape": "true"},
+            {"prometheus.io/auth": "none"},
+        )
+        for number in range(APPS)
+    ]
+
+
+def start_discovery(stack, project_python, monitoring, platform, prometheus, port, log):
+    """Run cf-discovery against the API stand-in, its stderr to `log`; stopped with `stack`."""
+    discovery = subprocess.Popen(
+        [
+            cf_discovery(project_python),
+            f"--output={monitoring / 'cf-targets'}",
+            "--interval=2",
+            "--scheme=http",
+            "--instance-header=process",
+            f"--prometheus={prometheus.url}",
+            f"--metrics-address=127.0.0.1:{port}",
+        ],
+        env=platform.discovery_environment(CF_FOUNDATION="lab"),
+        stderr=log,
+    )
+    stack.callback(discovery.wait, 15)
+    stack.callback(discovery.terminate)
+    return discovery
+
+
+def scraped(prometheus, count):
+    """Wait until exactly `count` instances are up, each answered by the instance its job
+    names; return what answered."""
+    deadline = time.monotonic() + 120
+    while True:
+        up = prometheus.query('up{cf_app_guid!=""} == 1')
+        answered = prometheus.query("stand_in_answered")
+        own = [
+            item
+            for item in answered
+            if item["metric"]["process"] == item["metric"]["cf_process_guid"]
+            and item["metric"]["index"] == item["metric"]["cf_instance_index"]
+        ]
+        if len(up) == len(own) == len(answered) == count:
+            return answered
+        assert time.monotonic() < deadline, (
+            f"{len(up)} up, {len(own)} of {len(answered)} answered by their own"
+            f" instance, not {count} (inotify limit {inotify_limit()})"
+        )
+        time.sleep(1)
+
+
+def alert_expressions(monitoring):
+    """Each alert of alerts.yml by name: its expression."""
+    return {
+        rule["alert"]: rule["expr"]
+        for group in yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
 def test_every_instance_of_a_fleet_past_the_inotify_limit_is_scraped_by_its_own_job(
     cookies, project_python, tmp_path
 ):
     project = bake(cookies)
     monitoring = project / "monitoring"
     platform = CloudFoundry(page_size=100)
-    discovery_port = free_loopback_port()
+    port = free_loopback_port()
     with contextlib.ExitStack() as stack:
         stack.enter_context(cloudfoundry_api(platform))
         router = stack.enter_context(fleet_router(platform))
-        organization = platform.organization("fleet")
-        spaces = [platform.space(f"space-{number}", organization) for number in range(5)]
-        apps = [
-            platform.push(
-                f"app-{number}",
-                spaces[number % len(spaces)],
-                router,
-                INSTANCES,
-                {"prometheus.io/scrape": "true"},
-                {"prometheus.io/auth": "none"},
-            )
-            for number in range(APPS)
-        ]
+        apps = push_fleet(platform, router)
         config = monitoring / "prometheus.yml"
         text = config.read_text().replace("scrape_interval: 15s", "scrape_interval: 5s")
-        config.write_text(text.replace("127.0.0.1:9188", f"127.0.0.1:{discovery_port}"))
+        config.write_text(text.replace("127.0.0.1:9188", f"127.0.0.1:{port}"))
         prometheus = stack.enter_context(
             run_prometheus(monitoring, tmp_path, METRICS_BASIC_AUTH_TOKEN="unused")
         )
         log = stack.enter_context((tmp_path / "cf-discovery.log").open("w"))
-        discovery = subprocess.Popen(
-            [
-                cf_discovery(project_python),
-                f"--output={monitoring / 'cf-targets'}",
-                "--interval=2",
-                "--scheme=http",
-                "--instance-header=process",
-                f"--prometheus={prometheus.url}",
-                f"--metrics-address=127.0.0.1:{discovery_port}",
-            ],
-            env=platform.discovery_environment(CF_FOUNDATION="lab"),
-            stderr=log,
+        discovery = start_discovery(
+            stack, project_python, monitoring, platform, prometheus, port, log
         )
-        stack.callback(discovery.wait, 15)
-        stack.callback(discovery.terminate)
 
-        def scraped(count):
-            """Wait until exactly `count` instances are up, each answered by the instance
-            its job names; return what answered."""
-            deadline = time.monotonic() + 120
-            while True:
-                up = prometheus.query('up{cf_app_guid!=""} == 1')
-                answered = prometheus.query("stand_in_answered")
-                own = [
-                    item
-                    for item in answered
-                    if item["metric"]["process"] == item["metric"]["cf_process_guid"]
-                    and item["metric"]["index"] == item["metric"]["cf_instance_index"]
-                ]
-                if len(up) == len(own) == len(answered) == count:
-                    return answered
-                assert time.monotonic() < deadline, (
-                    f"{len(up)} up, {len(own)} of {len(answered)} answered by their own"
-                    f" instance, not {count} (inotify limit {inotify_limit()})"
-                )
-                time.sleep(1)
-
-        fleet = scraped(APPS * INSTANCES)
+        fleet = scraped(prometheus, APPS * INSTANCES)
         written = prometheus.wait_for("cf_discovery_targets")
 
         # A canary deploy of five apps: a second web process of one instance beside the
         # first; each instance of both is scraped.
         canaries = [platform.add_web_process(app, 1) for app in apps[:5]]
-        with_canaries = scraped(APPS * INSTANCES + 5)
+        with_canaries = scraped(prometheus, APPS * INSTANCES + 5)
         # Ten apps scaled down to one instance: the others' series end.
         for app in apps[5:15]:
             platform.scale(app, 1)
-        scaled = scraped(APPS * INSTANCES + 5 - 10 * (INSTANCES - 1))
+        scaled = scraped(prometheus, APPS * INSTANCES + 5 - 10 * (INSTANCES - 1))
         # Every target written is held: the alert that compares them stays quiet. Then
         # discovery dies: the alert for that turns true (its 2 minutes aside).
-        alerts = {
-            rule["alert"]: rule["expr"]
-            for group in yaml.safe_load((monitoring / "alerts.yml").read_text())["groups"]
-            for rule in group["rules"]
-            if "alert" in rule
-        }
+        alerts = alert_expressions(monitoring)
         missing = prometheus.query(alerts["CloudFoundryTargetsMissing"])
         discovery.kill()
         discovery.wait(15)

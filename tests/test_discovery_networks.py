@@ -76,6 +76,40 @@ def connect_proxy():
         listener.close()
 
 
+@contextlib.contextmanager
+def prometheus_scraping_every_second(tmp_path, output):
+    """A real Prometheus that reads its scrape jobs from the files in `output`."""
+    port = free_loopback_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_config_files: ['{output}/*.yml']\n")
+    with running_prometheus(
+        [
+            require("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        port,
+        tmp_path / "prometheus.log",
+    ) as prometheus:
+        yield prometheus
+
+
+def everything_through(proxy, discovery_environment):
+    """Every request through the proxy: Prometheus's address too, for the reload."""
+    environ = {
+        **discovery_environment,
+        "HTTPS_PROXY": proxy,
+        "https_proxy": proxy,
+        "HTTP_PROXY": proxy,
+        "http_proxy": proxy,
+    }
+    environ.pop("NO_PROXY", None)
+    environ.pop("no_proxy", None)
+    return environ
+
+
 def test_discovery_and_scrapes_through_a_proxy_trusting_only_the_ca_they_are_given(
     project_python, tmp_path
 ):
@@ -93,34 +127,8 @@ def test_discovery_and_scrapes_through_a_proxy_trusting_only_the_ca_they_are_giv
             platform.push(f"app-{number}", space, router, 2, LABELS, {"prometheus.io/auth": "none"})
             for number in range(3)
         ]
-        port = free_loopback_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            f"global: {{scrape_interval: 1s}}\nscrape_config_files: ['{output}/*.yml']\n"
-        )
-        prometheus = stack.enter_context(
-            running_prometheus(
-                [
-                    require("prometheus"),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--web.enable-lifecycle",
-                ],
-                port,
-                tmp_path / "prometheus.log",
-            )
-        )
-        environ = {
-            **platform.discovery_environment(CF_FOUNDATION="lab"),
-            # Every request through the proxy: Prometheus's address too, for the reload.
-            "HTTPS_PROXY": proxy,
-            "https_proxy": proxy,
-            "HTTP_PROXY": proxy,
-            "http_proxy": proxy,
-        }
-        environ.pop("NO_PROXY", None)
-        environ.pop("no_proxy", None)
+        prometheus = stack.enter_context(prometheus_scraping_every_second(tmp_path, output))
+        environ = everything_through(proxy, platform.discovery_environment(CF_FOUNDATION="lab"))
         command = [
             cf_discovery(project_python),
             "--once",

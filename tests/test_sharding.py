@@ -178,6 +178,23 @@ def instance(item):
     return item["metric"]["cf_process_guid"], item["metric"]["cf_instance_index"]
 
 
+def push_fleet(platform, router):
+    """APPS apps of INSTANCES instances each, in one space, scraped without credentials."""
+    organization = platform.organization("fleet")
+    space = platform.space("live", organization)
+    return [
+        platform.push(
+            f"app-{number}",
+            space,
+            router,
+            INSTANCES,
+            {"prometheus.io/scrape": "true"},
+            {"prometheus.io/auth": "none"},
+        )
+        for number in range(APPS)
+    ]
+
+
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 def test_shards_write_every_instance_once_to_the_store_through_scale_and_deploy(
     project_python, tmp_path, kind
@@ -186,19 +203,7 @@ def test_shards_write_every_instance_once_to_the_store_through_scale_and_deploy(
     with contextlib.ExitStack() as stack:
         stack.enter_context(cloudfoundry_api(platform))
         router = stack.enter_context(fleet_router(platform))
-        organization = platform.organization("fleet")
-        space = platform.space("live", organization)
-        apps = [
-            platform.push(
-                f"app-{number}",
-                space,
-                router,
-                INSTANCES,
-                {"prometheus.io/scrape": "true"},
-                {"prometheus.io/auth": "none"},
-            )
-            for number in range(APPS)
-        ]
+        apps = push_fleet(platform, router)
         store = stack.enter_context(receiver(tmp_path, kind=kind))
         write_url = f"{store.url}/api/v1/write"
         for shard in range(SHARDS):
@@ -255,7 +260,9 @@ def test_an_agent_or_the_store_down_for_a_minute_loses_nothing_but_a_restart_its
     into that minute and started again 10 s later, sends what it scrapes from then on,
     but not what it had scraped before it stopped: Prometheus's remote write starts from
     the end of the log it replays (prometheus/prometheus#8809, open), which the README
-    says. This test tells when that changes."""
+    says. This test tells when that changes. It is long because the two outages run one
+    after the other against the same fleet, agents and store, and each window's samples
+    are counted from the store at the end, between the times the outages recorded."""
     platform = CloudFoundry(page_size=100)
     apps, instances = 20, 5
     with contextlib.ExitStack() as stack:
@@ -385,7 +392,9 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     instances of a service behind the router's stand-in, among 100 stand-in instances,
     scraped by two agents, each instance by one; serving errors, the fast-burn page
     fires in the store for the service as a whole, its error ratio summed over every
-    instance whichever shard scraped it."""
+    instance whichever shard scraped it. It is long because the alert needs the whole
+    path running at once: services, router, discovery, two agents, the store and its
+    ruler."""
     project, services = real_instances
     rules = project / "monitoring" / "alerts.yml"
     platform = CloudFoundry(page_size=100)
