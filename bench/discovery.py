@@ -25,7 +25,6 @@ replaced layout.
 
 import argparse
 import contextlib
-import http.server
 import json
 import os
 import re
@@ -46,7 +45,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
-from tests.service import serving  # noqa: E402
+from tests.service import StandIn, serving  # noqa: E402
 
 LABELS = {"prometheus.io/scrape": "true"}
 LOGGED = re.compile(r"; (\d+) targets, (\d+) files changed, (\d+) requests")
@@ -107,19 +106,12 @@ def measure(apps, instances, count):
 def target_stand_in():
     """One loopback server answering every scrape with one sample, as every instance."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
             body = b"# TYPE stand_in gauge\nstand_in 1\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *arguments):
-            pass
+            self.answer(200, body, [("Content-Type", "text/plain; version=0.0.4")])
 
     with serving(Handler) as server:
         yield f"127.0.0.1:{server.server_address[1]}"

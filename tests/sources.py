@@ -85,13 +85,19 @@ def bake_from(url, tool, output, home, **answers):
     return baked.stdout, output / "payments-api"
 
 
-def readme_block(project, heading):
-    """The commands of the first sh block under `heading` of the service README, a
-    command a line (a line ending in a backslash continues on the next)."""
-    readme = (project / "README.md").read_text()
-    section = readme[readme.index(f"\n{heading}\n") :]
+def sh_block(path, heading):
+    """The commands of the first sh block under the heading line that starts with
+    `heading` in the Markdown file at `path`, a command a line (a line ending in a
+    backslash continues on the next)."""
+    text = path.read_text()
+    section = text[text.index(f"\n{heading}") :]
     [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[:1]
-    return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def readme_block(project, heading):
+    """The commands of the first sh block under `heading` of the service README."""
+    return sh_block(project / "README.md", f"{heading}\n")
 
 
 def as_a_user(version, bin_directory, wheelhouse=WHEELHOUSE):

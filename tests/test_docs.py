@@ -10,6 +10,7 @@ import yaml
 from . import tools
 from .baking import KIT, TEMPLATE, bake, run
 from .prose import sentences, words
+from .sources import readme_block, sh_block
 
 LONGEST_SENTENCE = 40
 TEMPLATE_DOCS = [
@@ -159,10 +160,9 @@ def test_the_shared_token_is_made_as_the_readme_says_in_every_bake(cookies):
     """The Credentials section's command, even in a bake whose default is the whitelist
     and whose alerts go nowhere: monitoring/secrets/ is there, and git ignores it."""
     project = bake(cookies, metrics_auth="ip_whitelist")
-    readme = (project / "README.md").read_text()
-    section = readme[readme.index("\n### Credentials") :]
-    [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[:1]
-    make_token = [line.strip() for line in block.splitlines() if "openssl" in line]
+    make_token = [
+        line for line in sh_block(project / "README.md", "### Credentials") if "openssl" in line
+    ]
     tools.require("openssl")
 
     run(["bash", "-c", *make_token], cwd=project)
@@ -175,12 +175,10 @@ def test_the_shared_token_is_made_as_the_readme_says_in_every_bake(cookies):
 
 def test_the_alerts_are_checked_as_the_readme_says(cookies):
     project = bake(cookies)
-    readme = (project / "README.md").read_text()
-    section = readme[readme.index("\n## Alerts\n") :]
-    [block] = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)[:1]
+    commands = readme_block(project, "## Alerts")
     promtool = tools.require("promtool")
 
-    for command in block.strip().splitlines():
+    for command in commands:
         assert command.startswith("promtool "), command
         checked = run([promtool, *shlex.split(command)[1:]], cwd=project)
         assert "SUCCESS" in checked.stdout + checked.stderr, command

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from .baking import GIT_IDENTITY, KIT, KIT_VERSION, TEMPLATE, bake, run, template_repository
+from .sources import sh_block
 
 WORKFLOW = TEMPLATE / ".github" / "workflows" / "kit.yml"
 
@@ -121,15 +122,13 @@ def test_publishing_as_the_template_readme_says_tags_what_the_workflow_publishes
 ):
     """The README's tag command, run as written in a clone, pushes the tag whose name the
     workflow's check accepts for the kit's wheel."""
-    readme = (TEMPLATE / "README.md").read_text()
-    section = readme[readme.index("\n## Publishing the kit\n") :]
-    [tag_command] = re.findall(r"```sh\n(.*?)\n\s*```", section, re.DOTALL)[:1]
+    [tag_command] = sh_block(TEMPLATE / "README.md", "## Publishing the kit\n")
     origin = tmp_path / "origin.git"
     run(["git", "init", "--quiet", "--bare", origin], cwd=tmp_path)
     clone, _ = template_repository(tmp_path / "clone")
     run(["git", "remote", "add", "origin", origin], cwd=clone)
 
-    run(["bash", "-c", tag_command.strip()], cwd=clone, env={**os.environ, **GIT_IDENTITY})
+    run(["bash", "-c", tag_command], cwd=clone, env={**os.environ, **GIT_IDENTITY})
 
     [tag] = run(["git", "tag"], cwd=origin).stdout.split()
     steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["build"]["steps"]
