@@ -38,13 +38,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from checkout import TEMPLATE, baked_service  # bench/checkout.py, beside this file
-
-sys.path.insert(0, str(TEMPLATE))
 import discovery  # noqa: E402  (bench/discovery.py, beside this file)
+from checkout import TEMPLATE, baked_service  # bench/checkout.py, beside this file
+from standins.loopback import free_loopback_port  # noqa: E402
 
 # The tests' way of starting gunicorn and finding its workers, so that both agree.
-from tests.service import Gunicorn, free_loopback_port  # noqa: E402
+from tests.service import Gunicorn  # noqa: E402
 
 TOKEN = "bench-token"
 # With two or more CPUs, gunicorn runs on one and wrk on another, so that they do not

@@ -12,6 +12,10 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 KIT = TEMPLATE / "flask-cf-prometheus"
 # cf-discovery needs only the standard library: run from the kit's source, with any Python.
 DISCOVERY = [sys.executable, "-m", "flask_cf_prometheus.discovery"]
+# The tests' helpers (tests.service, tests.prometheus_server) and the kit's stand-ins
+# (standins), for the benchmarks to start services and stand in for Cloud Foundry as the
+# tests do.
+sys.path[:0] = [str(TEMPLATE), str(KIT / "tests")]
 
 
 def with_kit_source(environ):

@@ -4,12 +4,13 @@ what a real Prometheus then holds.
 Run by bench.py (the "discovery" part), or alone from the repository's root:
     .venv/bin/python bench/discovery.py [--apps 500] [--instances 4] [--passes 5]
 
-The stand-in (tests/cloudfoundry.py) holds `--apps` labelled apps of `--instances` each,
-spread over 20 spaces, plus as many unlabelled apps, with pages of 5000 results, the
-most the CF API v3 serves. Each pass is `cf-discovery --once` in a process of its own:
-the first writes every file, the later ones find nothing changed. Printed: the median
-wall time of a first and of a later pass, the API and UAA requests per pass, and both
-as a ratio to the same passes over a fleet of one app, measured in the same run.
+The stand-in (flask-cf-prometheus/tests/standins/cloudfoundry.py) holds `--apps`
+labelled apps of `--instances` each, spread over 20 spaces, plus as many unlabelled
+apps, with pages of 5000 results, the most the CF API v3 serves. Each pass is
+`cf-discovery --once` in a process of its own: the first writes every file, the later
+ones find nothing changed. Printed: the median wall time of a first and of a later pass,
+the API and UAA requests per pass, and both as a ratio to the same passes over a fleet
+of one app, measured in the same run.
 
 Then the layouts: the files cf-discovery writes (a job per instance, the targets in 32
 files that the jobs share) against the layout they replace (a job per instance, each
@@ -32,7 +33,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -42,10 +42,9 @@ from pathlib import Path
 from checkout import DISCOVERY, with_kit_source  # bench/checkout.py, beside this file
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
 
-from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
-from tests.service import StandIn, serving  # noqa: E402
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
+from standins.loopback import StandIn, serving  # noqa: E402
 
 LABELS = {"prometheus.io/scrape": "true"}
 LOGGED = re.compile(r"; (\d+) targets, (\d+) files changed, (\d+) requests")

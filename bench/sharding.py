@@ -4,11 +4,11 @@ Run from the repository's root (needs prometheus on PATH, 3.0 or later):
     .venv/bin/python bench/sharding.py [--apps 250] [--instances 4] [--shards 2]
 
 A fleet of `--apps` labelled apps of `--instances` each, in the Cloud Foundry API
-stand-in (tests/cloudfoundry.py), every instance answering, through one loopback
-stand-in for the router, with the exposition of a real baked service: the default
-project, under gunicorn with 2 workers, after 40 requests to its views (the series a
-default service has). cf-discovery (the kit's, from this checkout) writes the jobs:
-all of them for one Prometheus, and --shard I/N for each agent.
+stand-in (flask-cf-prometheus/tests/standins/cloudfoundry.py), every instance answering,
+through one loopback stand-in for the router, with the exposition of a real baked
+service: the default project, under gunicorn with 2 workers, after 40 requests to its
+views (the series a default service has). cf-discovery (the kit's, from this checkout)
+writes the jobs: all of them for one Prometheus, and --shard I/N for each agent.
 
 Two setups, one after the other, each given 45 s to load and scrape every target, then
 measured for 60 s at the kit's 15 s scrape interval:
@@ -29,7 +29,6 @@ import http.server
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -40,11 +39,12 @@ import yaml
 from checkout import DISCOVERY, baked_service, with_kit_source  # bench/checkout.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
 
-from tests.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api  # noqa: E402
+from standins.loopback import free_loopback_port, serving  # noqa: E402
+
 from tests.prometheus_server import running_prometheus  # noqa: E402
-from tests.service import Gunicorn, free_loopback_port, serving  # noqa: E402
+from tests.service import Gunicorn  # noqa: E402
 
 AGENT_CONFIG = REPOSITORY / "flask-cf-prometheus" / "deploy" / "prometheus-agent.yml"
 LABELS = {"prometheus.io/scrape": "true"}

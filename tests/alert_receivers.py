@@ -26,7 +26,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-from .service import StandIn, serving
+from standins.loopback import StandIn, serving
 
 
 @dataclass

@@ -9,8 +9,8 @@ import urllib.parse
 import urllib.request
 
 import yaml
+from standins.loopback import free_loopback_port
 
-from .service import free_loopback_port
 from .tools import require
 
 SCRAPE_INTERVAL = "1s"

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from standins.loopback import free_loopback_port
+
 from . import tools
 from .baking import GIT_IDENTITY, WHEELHOUSE, offline, run, template_repository
-from .service import free_loopback_port
 
 
 def git(*arguments, cwd):

@@ -20,11 +20,12 @@ import urllib.request
 
 import pytest
 import yaml
+from standins.loopback import StandIn, free_loopback_port, serving
 
 from . import alert_receivers
 from .baking import FAILING, bake, bake_with_views, run
 from .prometheus_server import alertmanager_alerts, run_prometheus
-from .service import StandIn, free_loopback_port, serve, serving, wait_for
+from .service import serve, wait_for
 from .tls import certificates
 from .tools import require
 

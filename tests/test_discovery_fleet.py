@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import yaml
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
+from standins.loopback import free_loopback_port
 
 from .baking import bake, cf_discovery
-from .cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
 from .prometheus_server import run_prometheus
-from .service import free_loopback_port
 
 APPS = 75
 INSTANCES = 4

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api
 
 from .baking import KIT, TEMPLATE, bake, cf_discovery, run
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
 from .tools import require
 
 DEPLOY = KIT / "deploy"

@@ -12,10 +12,11 @@ import subprocess
 import threading
 import time
 
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
+from standins.loopback import free_loopback_port
+
 from .baking import cf_discovery
-from .cloudfoundry import CloudFoundry, cloudfoundry_api, fleet_router
 from .prometheus_server import running_prometheus
-from .service import free_loopback_port
 from .tls import certificates
 from .tools import require
 

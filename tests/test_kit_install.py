@@ -21,10 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from standins.loopback import free_loopback_port, serving
 
 from . import tools
 from .baking import KIT_VERSION, TEMPLATE, bake, clean_venv, offline, run
-from .service import free_loopback_port, serving
 from .sources import as_a_user, bake_from, bare_template, git_server, readme_block, run_as_written
 
 KIT = "flask-cf-prometheus"

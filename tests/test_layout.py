@@ -1,7 +1,7 @@
-"""The layout stays as the last redesign left it. The tests stay shallow: helpers live in
-helper modules, no module imports a test module or conftest, and no chain of imports
-runs past three modules. The kit's modules stay small, with no import cycle, and its
-README's layout names each of them."""
+"""The layout stays as the last redesign left it. Both suites (the template's and the
+kit's) stay shallow: helpers live in helper modules, no module imports a test module or
+conftest, and no chain of imports runs past three modules. The kit's modules stay small,
+with no import cycle, and its README's layout names each of them."""
 
 import ast
 import functools
@@ -10,31 +10,45 @@ import re
 from .baking import TEMPLATE
 
 TESTS = TEMPLATE / "tests"
-RELATIVE_IMPORT = re.compile(r"^\s*from \.(\w*) import (.+)$", re.MULTILINE)
+KIT_TESTS = TEMPLATE / "flask-cf-prometheus" / "tests"
+# The kit's stand-ins, which the template's tests import as `standins`.
+STANDINS = KIT_TESTS / "standins"
+RELATIVE_IMPORT = re.compile(r"^\s*from \.([\w.]*) import (.+)$", re.MULTILINE)
+SHARED_IMPORT = re.compile(r"^\s*from (standins|tests)\.(\w+) import", re.MULTILINE)
 MAX_DEPTH = 3
 
 
+def suite_modules():
+    """Every module of both suites, the stand-ins and the bench."""
+    return [*TESTS.glob("*.py"), *KIT_TESTS.rglob("*.py"), *(TEMPLATE / "bench").glob("*.py")]
+
+
 def imports(path):
-    """The modules of tests/ that the module at `path` imports."""
+    """The modules of either suite that the module at `path` imports, by path."""
     found = set()
     for module, names in RELATIVE_IMPORT.findall(path.read_text()):
-        found |= {module} if module else set(re.split(r",\s*", names.strip("()")))
-    return found
+        if module:
+            found.add(path.parent.joinpath(*module.split(".")).with_suffix(".py"))
+        else:
+            found |= {path.parent / f"{name}.py" for name in re.split(r",\s*", names.strip("()"))}
+    for package, module in SHARED_IMPORT.findall(path.read_text()):
+        found.add((STANDINS if package == "standins" else TESTS) / f"{module}.py")
+    return {imported for imported in found if imported.exists()}
 
 
 def test_no_module_imports_a_test_module_or_conftest():
     offenders = {
-        f"{path.name} imports {module}"
-        for path in [*TESTS.glob("*.py"), *(TEMPLATE / "bench").glob("*.py")]
-        for module in imports(path) | set(re.findall(r"^from tests\.(\w+)", path.read_text(), re.M))
-        if module.startswith("test_") or module == "conftest"
+        f"{path.relative_to(TEMPLATE)} imports {imported.name}"
+        for path in suite_modules()
+        for imported in imports(path)
+        if imported.name.startswith("test_") or imported.name == "conftest.py"
     }
 
     assert offenders == set()
 
 
 def test_imports_run_at_most_three_modules_deep():
-    graph = {path.stem: imports(path) for path in TESTS.glob("*.py")}
+    graph = {path: imports(path) for path in suite_modules()}
 
     @functools.cache
     def chain(module):
@@ -43,7 +57,7 @@ def test_imports_run_at_most_three_modules_deep():
         return (module, *longest)
 
     deepest = max((chain(module) for module in graph), key=len)
-    assert len(deepest) <= MAX_DEPTH, " -> ".join(deepest)
+    assert len(deepest) <= MAX_DEPTH, " -> ".join(str(p.relative_to(TEMPLATE)) for p in deepest)
     assert len(deepest) >= 2, "the check sees the imports"
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router
+from standins.loopback import free_loopback_port
 
 from .baking import TEMPLATE, bake, bake_with_views, cf_discovery, run
-from .cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router
 from .grafana_types import grafana_types, grafana_version, typecheck
 from .load import SAMPLE, drive
 from .prometheus_server import prometheus_scraping, run_prometheus
-from .service import free_loopback_port, serve
+from .service import serve
 from .tools import require
 
 TOKEN = "monitoring-test-token"

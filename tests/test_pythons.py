@@ -5,6 +5,7 @@ commands under it (test_kit_install.py: Run it locally and Test, as written).
 .ci/run provides each one; locally a missing one is skipped with what to install.
 """
 
+import concurrent.futures
 import json
 
 import pytest
@@ -16,24 +17,46 @@ from .baking import KIT, TEMPLATE, kit_environment, run
 OFFERED = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
 
 
-@pytest.mark.parametrize("version", OFFERED)
-def test_the_kits_suite_passes_under_each_offered_python(tmp_path, kit_wheels, version):
+def kits_suite(version, directory, kit_wheels):
+    """The kit's suite under `version`, in a fresh environment of the kit's wheel: its
+    output, and the path the kit was imported from."""
     interpreter = tools.python(version)
-    environment = tmp_path / "venv"
+    environment = directory / "venv"
     python = kit_environment(
         environment, kit_wheels, "-r", KIT / "requirements-test.txt", interpreter=interpreter
     )
     # From the kit's directory, whose src/ layout keeps the checkout off sys.path: the
     # tests import the installed wheel.
-    ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=KIT)
+    ran = run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", directory / "t"],
+        cwd=KIT,
+    )
     imported = run(
         [python, "-c", "import flask_cf_prometheus; print(flask_cf_prometheus.__file__)"], cwd=KIT
     )
+    return ran.stdout, imported.stdout, environment
 
-    assert " passed" in ran.stdout, ran.stdout
-    assert " skipped" not in ran.stdout, ran.stdout
-    assert imported.stdout.startswith(str(environment)), imported.stdout
-    tools.PYTHONS[version] += f"; the kit's suite: {ran.stdout.strip().splitlines()[-1]}"
+
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory, kit_wheels):
+    """The kit's suite under every offered Python, run at once: most of its time is spent
+    waiting on loopback servers and the programs it starts. Each version's future."""
+    with concurrent.futures.ThreadPoolExecutor(len(OFFERED)) as pool:
+        yield {
+            version: pool.submit(kits_suite, version, tmp_path_factory.mktemp(version), kit_wheels)
+            for version in OFFERED
+        }
+
+
+@pytest.mark.parametrize("version", OFFERED)
+def test_the_kits_suite_passes_under_each_offered_python(suites, version):
+    # A missing Python skips (or, under CI=true, fails) here, as tools.python says.
+    ran, imported, environment = suites[version].result()
+
+    assert " passed" in ran, ran
+    assert " skipped" not in ran, ran
+    assert imported.startswith(str(environment)), imported
+    tools.PYTHONS[version] += f"; the kit's suite: {ran.strip().splitlines()[-1]}"
 
 
 def test_the_templates_own_workflow_runs_ci_under_each_offered_python(template_tool):

@@ -13,11 +13,12 @@ import time
 
 import pytest
 import yaml
+from standins.cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router, fleet_router
+from standins.loopback import free_loopback_port
 
 from .baking import FAILING, KIT, bake_with_views, cf_discovery, run
-from .cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_router, fleet_router
 from .prometheus_server import alertmanager_alerts, running_prometheus
-from .service import free_loopback_port, serve, wait_for
+from .service import serve, wait_for
 from .tools import require
 
 APPS = 60

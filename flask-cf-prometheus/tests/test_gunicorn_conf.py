@@ -18,7 +18,7 @@ from flask_cf_prometheus._multiprocess import (
     LockedCollector,
 )
 
-from .conftest import KEY_PAST_THE_END, worker
+from .writers import KEY_PAST_THE_END, worker
 
 HOOKS = (
     "on_starting",

@@ -31,7 +31,8 @@ from flask_cf_prometheus._metrics_directory import allocate_worker_files
 from flask_cf_prometheus._multiprocess import LockedCollector
 from flask_cf_prometheus._rendering import Families, Rendering
 
-from .conftest import DECLARED, checkpoints, garbage, unproven_message, worker, writer
+from .proven import DECLARED, unproven_message
+from .writers import checkpoints, garbage, worker, writer
 
 SEEDS = range(int(os.environ.get("METRIC_FILES_SEEDS", "30")))
 STEPS = 60

@@ -23,9 +23,9 @@ from flask_cf_prometheus._metrics_directory import (
 )
 from flask_cf_prometheus._multiprocess import LockedCollector
 
-from . import conftest
-from .conftest import KEY_PAST_THE_END, checkpoints, worker, writer
+from . import writers
 from .service import create_app
+from .writers import KEY_PAST_THE_END, checkpoints, worker, writer
 
 BUCKETS = (0.1, 0.5, 1.0)
 
@@ -448,7 +448,7 @@ def test_a_worker_dying_while_the_lock_is_broken_is_folded_once_it_works(directo
 def garbage(seed):
     """4 KiB that say they hold 4 KiB of values, and hold random bytes (seeded, so
     that every run reads the same garbage)."""
-    return conftest.garbage(random.Random(seed))  # noqa: S311
+    return writers.garbage(random.Random(seed))  # noqa: S311
 
 
 def hostile_files(directory):

@@ -1,6 +1,9 @@
-"""monitoring/cf-discovery against a stand-in for the Cloud Foundry API (cloudfoundry.py):
-what it writes for the fleet, why it skips an app, and that a failing API, a refused
-reload or bad settings lose nothing and say so."""
+"""cf-discovery, as the kit's wheel installs it, against a stand-in for the Cloud Foundry
+API (standins/cloudfoundry.py): what it writes for the fleet, why it skips an app, how it
+shards, and that a failing API, a refused reload or bad settings lose nothing and say so.
+
+Against a real Prometheus, and with a service's monitoring files, the template's suite
+tests it too (tests/test_discovery_*.py there)."""
 
 import contextlib
 import grp
@@ -9,16 +12,18 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
 
-from .baking import KIT, bake, cf_discovery, run
-from .cloudfoundry import CloudFoundry, cloudfoundry_api
-from .service import StandIn, free_loopback_port, serving
-from .tools import require
+import flask_cf_prometheus.discovery
+
+from .standins.cloudfoundry import CloudFoundry, cloudfoundry_api
+from .standins.loopback import StandIn, free_loopback_port, serving
 
 SECRET = "discovery-secret"
 FOUNDATION = "lab"
@@ -31,9 +36,14 @@ SUMMARY = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def project(cookies_session):
-    return bake(cookies_session)
+# The console script the wheel installs beside this Python.
+CF_DISCOVERY = Path(sys.executable).parent / "cf-discovery"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed():
+    if not CF_DISCOVERY.exists():
+        pytest.fail(f"no {CF_DISCOVERY}: install the kit (pip install .) before its suite")
 
 
 @pytest.fixture
@@ -53,13 +63,13 @@ def environment(platform, **environ):
     return platform.discovery_environment(**settings)
 
 
-def discovery(project, python, platform, output, *arguments, **environ):
+def discovery(platform, output, *arguments, **environ):
     """Run cf-discovery once against the stand-in; its exit code and its log's messages,
     each line checked to start with the time. Without --prometheus, it reloads none."""
     if not any(argument.startswith("--prometheus") for argument in arguments):
         arguments = ("--no-reload", *arguments)
     completed = subprocess.run(
-        [cf_discovery(python), "--once", "--output", output, *arguments],
+        [CF_DISCOVERY, "--once", "--output", output, *arguments],
         env=environment(platform, **environ),
         capture_output=True,
         text=True,
@@ -139,13 +149,11 @@ def push_six_labelled_apps_and_an_unlabelled_one(platform):
     return payments, staging, whitelisted
 
 
-def test_every_instance_of_every_labelled_app_and_nothing_else(
-    project, project_python, platform, tmp_path
-):
+def test_every_instance_of_every_labelled_app_and_nothing_else(platform, tmp_path):
     payments, staging, whitelisted = push_six_labelled_apps_and_an_unlabelled_one(platform)
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     found = jobs(output)
@@ -251,14 +259,12 @@ def push_apps_scraped_by_the_route_they_prefer(platform, wildcard):
     return handbook
 
 
-def test_every_app_not_scraped_is_counted_and_said_with_its_reason(
-    project, project_python, platform, tmp_path
-):
+def test_every_app_not_scraped_is_counted_and_said_with_its_reason(platform, tmp_path):
     tcp, internal, wildcard = push_an_app_for_every_reason_not_to_scrape(platform)
     handbook = push_apps_scraped_by_the_route_they_prefer(platform, wildcard)
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     reasons = (
@@ -293,7 +299,7 @@ def expire_retiring(output, foundation=FOUNDATION):
     path.write_text(json.dumps(state))
 
 
-def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
+def test_the_fleet_as_it_changes(platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     gone = platform.push("old-api", platform.live, "old.example.com", 1, LABELS)
     output = tmp_path / "cf-targets"
@@ -305,10 +311,10 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     for path in legacy:
         path.write_text("[]\n")
 
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     assert not any(path.exists() for path in legacy)
     unchanged = snapshot(output)
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
     assert (code, summary(log)) == (0, (2, 2, 0, 3, 0, 5, None))
     assert snapshot(output) == unchanged, "nothing rewritten when nothing changed"
     state = json.loads((output / ".cf-lab.state.json").read_text())
@@ -318,7 +324,7 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
     platform.delete(gone)
     platform.unmap_routes(app)
     platform.map_route(app, "payments-v2.example.com")
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     assert (output / "my-own-jobs.yml").read_text() == "scrape_configs: []\n", "never another's"
     assert {kept(output, f"cf-lab-{app}-{index}")["targets"][0] for index in range(4)} == {
         "payments-v2.example.com"
@@ -329,35 +335,33 @@ def test_the_fleet_as_it_changes(project, project_python, platform, tmp_path):
         f"cf-lab-{gone}-0"
     }
     expire_retiring(output)
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     assert set(jobs(output)) == {f"cf-lab-{app}-{index}" for index in range(4)}
 
     # A rolling deploy: a second web process, scaled up as the first is scaled down.
     platform.scale(app, 1)
     platform.add_web_process(app, 3)
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     live = {name for name in jobs(output) if kept(output, name)}
     assert live == {f"cf-lab-{app}-{index}" for index in range(3)}, "never left unscraped"
 
     platform.scale(app, 0)
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     assert not [name for name in jobs(output) if kept(output, name)], "no instance, no target"
     expire_retiring(output)
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
     assert jobs(output) == {}
     assert list(output.glob("cf-lab-*.json")) == [], "no job, no file of targets"
     assert f"not scraping app payments-api ({app}): its web process has no instance" in log
 
 
-def test_both_processes_of_a_deploy_are_scraped_by_process_instance(
-    project, project_python, platform, tmp_path
-):
+def test_both_processes_of_a_deploy_are_scraped_by_process_instance(platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     [old] = list(platform.processes)
     new = platform.add_web_process(app, 1)  # a canary
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output, "--instance-header=process")
+    code, log = discovery(platform, output, "--instance-header=process")
 
     assert code == 0, log
     assert {name: job["http_headers"] for name, job in jobs(output).items()} == {
@@ -374,16 +378,14 @@ def test_both_processes_of_a_deploy_are_scraped_by_process_instance(
     assert {label["cf_app_guid"] for label in labels} == {app}
 
 
-def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
-    project, project_python, platform, tmp_path
-):
+def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 3, LABELS)
     [process] = list(platform.processes)
     platform.instance_states[(process, 1)] = "CRASHED"
     platform.instance_states[(process, 2)] = "STARTING"
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     states = [
@@ -395,7 +397,7 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
 
     # An API older than embed=process_instances refuses it: asked without, no states.
     platform.embeds_instances = False
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     assert summary(log)[-2] == 6, "one refused request more"
@@ -430,16 +432,14 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(
         ),
     ],
 )
-def test_a_failing_api_leaves_the_last_good_targets(
-    project, project_python, platform, tmp_path, fault, arguments, reason
-):
+def test_a_failing_api_leaves_the_last_good_targets(platform, tmp_path, fault, arguments, reason):
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     output = tmp_path / "cf-targets"
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     good = snapshot(output)
 
     platform.fail_with(fault)
-    code, log = discovery(project, project_python, platform, output, *arguments)
+    code, log = discovery(platform, output, *arguments)
 
     assert code == 1
     assert log == [f"pass failed, the last good targets stay: {reason}"]
@@ -459,31 +459,27 @@ def gaps(times):
     return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
 
 
-def test_a_rate_limited_api_is_left_alone_as_long_as_it_asks(
-    project, project_python, platform, tmp_path
-):
+def test_a_rate_limited_api_is_left_alone_as_long_as_it_asks(platform, tmp_path):
     """A 429 with Retry-After: 5, in a loop of passes every half second: no request to the
     API before the 5 seconds pass, and the files stay."""
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     output = tmp_path / "cf-targets"
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     good = snapshot(output)
     platform.fail_with("429")
-    with looping(project, project_python, platform, output, "--interval=0.5"):
+    with looping(platform, output, "--interval=0.5"):
         asked = apps_asked(platform, 1 + 3)[1:]
         assert snapshot(output) == good
 
     assert min(gaps(asked)) >= 5, gaps(asked)
 
 
-def test_a_rate_limit_said_by_its_reset_time_alone_is_honoured(
-    project, project_python, platform, tmp_path
-):
+def test_a_rate_limit_said_by_its_reset_time_alone_is_honoured(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     platform.fail_with("429")
     platform.rate_limit_says_retry_after = False
 
-    code, log = discovery(project, project_python, platform, tmp_path / "cf-targets")
+    code, log = discovery(platform, tmp_path / "cf-targets")
 
     assert code == 1
     [line] = log
@@ -494,26 +490,24 @@ def test_a_rate_limit_said_by_its_reset_time_alone_is_honoured(
     ), line
 
 
-def test_a_failing_api_is_asked_less_and_less_often(project, project_python, platform, tmp_path):
+def test_a_failing_api_is_asked_less_and_less_often(platform, tmp_path):
     """5xx answers: each failed pass doubles the wait before the next, from the interval."""
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     platform.fail_with("500")
-    with looping(project, project_python, platform, tmp_path / "cf-targets", "--interval=0.5"):
+    with looping(platform, tmp_path / "cf-targets", "--interval=0.5"):
         asked = apps_asked(platform, 4)
 
     waits = gaps(asked)
     assert [round(wait * 2) / 2 for wait in waits] == [0.5, 1.0, 2.0], waits
 
 
-def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(
-    project, project_python, platform, tmp_path
-):
+def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
     platform.names_uaa = False
     output = tmp_path / "cf-targets"
 
-    unnamed = discovery(project, project_python, platform, output)
-    given = discovery(project, project_python, platform, output, CF_UAA_URL=platform.url)
+    unnamed = discovery(platform, output)
+    given = discovery(platform, output, CF_UAA_URL=platform.url)
 
     assert unnamed == (
         1,
@@ -525,7 +519,7 @@ def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(
     assert given[0] == 0, given
 
     # In a loop, a root document without UAA is read again at each pass, until it has one.
-    with looping(project, project_python, platform, output, "--interval=0.2"):
+    with looping(platform, output, "--interval=0.2"):
         deadline = time.monotonic() + 30
         while len([path for _, path in platform.requests if path == "/"]) < 4:
             assert time.monotonic() < deadline
@@ -544,11 +538,9 @@ def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(
         ["--interval=0"],
     ],
 )
-def test_bad_options_stop_it_before_it_asks_anything(
-    project, project_python, platform, tmp_path, arguments
-):
+def test_bad_options_stop_it_before_it_asks_anything(platform, tmp_path, arguments):
     completed = subprocess.run(
-        [cf_discovery(project_python), *arguments],
+        [CF_DISCOVERY, *arguments],
         env=environment(platform),
         capture_output=True,
         text=True,
@@ -560,14 +552,16 @@ def test_bad_options_stop_it_before_it_asks_anything(
     assert platform.requests == []
 
 
-def test_help_names_every_environment_variable_it_reads(project, project_python):
-    modules = (KIT / "src" / "flask_cf_prometheus" / "discovery").glob("*.py")
+def test_help_names_every_environment_variable_it_reads():
+    modules = Path(flask_cf_prometheus.discovery.__file__).parent.glob("*.py")
     source = "\n".join(module.read_text() for module in modules)
     read = set(re.findall(r"environ\.get\(\"([A-Z_]+)\"", source))
     read |= {f"{name}_FILE" for name in re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source)}
     read |= set(re.findall(r"secret\(environ, \"([A-Z_]+)\"\)", source))
 
-    helped = run([cf_discovery(project_python), "--help"], cwd=project)
+    helped = subprocess.run(
+        [CF_DISCOVERY, "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
 
     assert read >= {"CF_API", "CF_CLIENT_ID", "CF_CLIENT_SECRET", "CF_CLIENT_SECRET_FILE"}
     assert {name for name in read if name not in helped.stdout} == set()
@@ -575,12 +569,12 @@ def test_help_names_every_environment_variable_it_reads(project, project_python)
 
 
 @contextlib.contextmanager
-def looping(project, python, platform, output, *arguments, **environ):
+def looping(platform, output, *arguments, **environ):
     """cf-discovery running in a loop; its log, once stopped, in `log` of the yielded
     namespace."""
     log_path = output.parent / "cf-discovery.log"
     with log_path.open("w") as log:
-        command = [cf_discovery(python), "--output", output]
+        command = [CF_DISCOVERY, "--output", output]
         if not any(argument.startswith("--metrics-address") for argument in arguments):
             command.append(f"--metrics-address=127.0.0.1:{free_loopback_port()}")
         if not any(argument.startswith("--prometheus") for argument in arguments):
@@ -598,14 +592,12 @@ def looping(project, python, platform, output, *arguments, **environ):
     process.log = messages(log_path.read_text())
 
 
-def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
-    project, project_python, platform, tmp_path
-):
+def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     platform.revoke_tokens_after = 2  # API requests: the token expires mid-pass
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert (code, summary(log)[:3]) == (0, (1, 1, 0))
     assert summary(log)[-2] == 7, "root, a token, 3 requests, a new token, the one again"
@@ -614,7 +606,7 @@ def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
 
     platform.client_secret = "rotated"
     platform.expire_tokens()
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 1
     assert log == [
@@ -625,9 +617,7 @@ def test_an_expired_token_is_renewed_and_a_revoked_client_loses_nothing(
     assert snapshot(output) == good
 
 
-def test_secrets_from_files_and_a_technical_users_password(
-    project, project_python, platform, tmp_path
-):
+def test_secrets_from_files_and_a_technical_users_password(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
     platform.users["prometheus-reader"] = "user-password"
     secrets = tmp_path / "credentials"
@@ -637,16 +627,12 @@ def test_secrets_from_files_and_a_technical_users_password(
     output = tmp_path / "cf-targets"
 
     from_file = discovery(
-        project,
-        project_python,
         platform,
         output,
         CF_CLIENT_SECRET="",
         CF_CLIENT_SECRET_FILE=str(secrets / "client-secret"),
     )
     as_user = discovery(
-        project,
-        project_python,
         platform,
         output,
         CF_CLIENT_ID="",
@@ -656,8 +642,6 @@ def test_secrets_from_files_and_a_technical_users_password(
     )
     platform.users["prometheus-reader"] = "changed"
     refused = discovery(
-        project,
-        project_python,
         platform,
         output,
         CF_USERNAME="prometheus-reader",
@@ -675,9 +659,7 @@ def test_secrets_from_files_and_a_technical_users_password(
     )
 
 
-def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(
-    project, project_python, platform, tmp_path
-):
+def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(platform, tmp_path):
     """CF_API is an alias; the API's root document and its pages' links name it by its
     own (external) name: the pages are asked for through the alias, with the token."""
     platform.external_url = "https://api.sys.example.com"
@@ -685,7 +667,7 @@ def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(
         platform.push(f"app-{number}", platform.live, f"app-{number}.example.com", 1, LABELS)
     output = tmp_path / "cf-targets"
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     assert summary(log)[:2] == (5, 5)
@@ -726,24 +708,20 @@ def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(
         ),
     ],
 )
-def test_bad_settings_stop_it_in_one_line_touching_nothing(
-    project, project_python, platform, tmp_path, environ, message
-):
+def test_bad_settings_stop_it_in_one_line_touching_nothing(platform, tmp_path, environ, message):
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     output = tmp_path / "cf-targets"
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
     good = snapshot(output)
 
-    code, log = discovery(project, project_python, platform, output, **environ)
+    code, log = discovery(platform, output, **environ)
 
     assert (code, log) == (2, [message])
     assert snapshot(output) == good
     assert len(platform.requests) == 1 + 1 + 3, "not one request more"
 
 
-def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
-    project, project_python, platform, tmp_path
-):
+def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(platform, tmp_path):
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     output = tmp_path / "cf-targets"
     with cloudfoundry_api(CloudFoundry(client_secret=SECRET, seed=1)) as other:
@@ -751,17 +729,17 @@ def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
             "ledger", other.space("live", other.organization("eu")), "ledger.eu.example.com", 1,
             LABELS,
         )  # fmt: skip
-        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
-        assert discovery(project, project_python, platform, output)[0] == 0
-        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
+        assert discovery(other, output, CF_FOUNDATION="eu")[0] == 0
+        assert discovery(platform, output)[0] == 0
+        assert discovery(other, output, CF_FOUNDATION="eu")[0] == 0
 
-        with looping(project, project_python, platform, output, "--interval=30"):
+        with looping(platform, output, "--interval=30"):
             deadline = time.monotonic() + 30
             while not (output / ".cf-lab.state.json").exists() or not jobs(output):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
             time.sleep(1)
-            second = discovery(project, project_python, platform, output)
+            second = discovery(platform, output)
 
     assert set(jobs(output)) == {f"cf-lab-{app}-0", f"cf-lab-{app}-1"}
     assert set(jobs(output, "eu")) == {f"cf-eu-{other_app}-0"}
@@ -775,9 +753,7 @@ def test_two_foundations_share_a_directory_and_one_foundation_has_one_writer(
     )
 
 
-def test_a_foundations_former_name_leaves_no_files_behind(
-    project, project_python, platform, tmp_path
-):
+def test_a_foundations_former_name_leaves_no_files_behind(platform, tmp_path):
     """CF_FOUNDATION changed: the files of the old name, for the same API, go (else
     Prometheus would scrape every instance twice); another API's stay."""
     app = platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
@@ -786,10 +762,10 @@ def test_a_foundations_former_name_leaves_no_files_behind(
         other.push(
             "ledger", other.space("live", other.organization("eu")), "l.example.com", 1, LABELS
         )
-        assert discovery(project, project_python, other, output, CF_FOUNDATION="eu")[0] == 0
-    assert discovery(project, project_python, platform, output, CF_FOUNDATION="old")[0] == 0
+        assert discovery(other, output, CF_FOUNDATION="eu")[0] == 0
+    assert discovery(platform, output, CF_FOUNDATION="old")[0] == 0
 
-    code, log = discovery(project, project_python, platform, output)
+    code, log = discovery(platform, output)
 
     assert code == 0, log
     assert log[0] == "removed the files of foundation 'old', this API's former CF_FOUNDATION"
@@ -798,9 +774,7 @@ def test_a_foundations_former_name_leaves_no_files_behind(
     assert set(jobs(output)) == {f"cf-lab-{app}-0"}
 
 
-def test_the_files_take_the_group_of_a_set_group_id_directory(
-    project, project_python, platform, tmp_path
-):
+def test_the_files_take_the_group_of_a_set_group_id_directory(platform, tmp_path):
     """A packaged Prometheus runs as its own user: the directory's group, Prometheus's,
     can read every file (monitoring/README.md, Scraping on Cloud Foundry)."""
     if os.geteuid() != 0:
@@ -812,7 +786,7 @@ def test_the_files_take_the_group_of_a_set_group_id_directory(
     os.chown(output, -1, group)
     output.chmod(0o2750)
 
-    assert discovery(project, project_python, platform, output)[0] == 0
+    assert discovery(platform, output)[0] == 0
 
     written = list(output.glob("cf-*"))
     assert {(path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) for path in written} == {
@@ -836,9 +810,7 @@ def reload_endpoint(status):
         yield f"http://localhost:{server.server_address[1]}", asked
 
 
-def test_once_reloads_prometheus_and_says_when_it_cannot(
-    project, project_python, platform, tmp_path
-):
+def test_once_reloads_prometheus_and_says_when_it_cannot(platform, tmp_path):
     """--once asks for a reload when a job came or went, and, refused (Prometheus without
     --web.enable-lifecycle), asks again at the next pass until it is done; a proxy in the
     environment, for the API, never carries the reload."""
@@ -848,15 +820,13 @@ def test_once_reloads_prometheus_and_says_when_it_cannot(
     proxy = {"http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     proxy["NO_PROXY"] = proxy["no_proxy"] = "127.0.0.1"  # the API stand-in, not Prometheus
     with reload_endpoint(status) as (url, asked):
-        refused = discovery(
-            project, project_python, platform, output, f"--prometheus={url}", **proxy
-        )
-        unchanged = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        refused = discovery(platform, output, f"--prometheus={url}", **proxy)
+        unchanged = discovery(platform, output, f"--prometheus={url}")
         status[0] = 200
-        reloaded = discovery(project, project_python, platform, output, f"--prometheus={url}")
-        quiet = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        reloaded = discovery(platform, output, f"--prometheus={url}")
+        quiet = discovery(platform, output, f"--prometheus={url}")
         platform.scale(app, 2)
-        scaled = discovery(project, project_python, platform, output, f"--prometheus={url}")
+        scaled = discovery(platform, output, f"--prometheus={url}")
 
     message = (
         f"Prometheus at {url} did not reload: answered 403 Forbidden"
@@ -869,9 +839,7 @@ def test_once_reloads_prometheus_and_says_when_it_cannot(
     assert asked == ["/-/reload"] * 4, "refused twice, then once, none unchanged, once scaled"
 
 
-def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(
-    project, project_python, platform, tmp_path
-):
+def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 3, LABELS)
     stopped = platform.push("reports", platform.live, "reports.example.com", 1, LABELS)
     platform.stop(stopped)
@@ -881,8 +849,6 @@ def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(
     with (
         reload_endpoint(status) as (url, asked),
         looping(
-            project,
-            project_python,
             platform,
             output,
             "--interval=0.5",
@@ -920,82 +886,14 @@ def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(
     assert value(reloaded, f'cf_discovery_passes_total{{{foundation},result="failure"}}') == 0
 
 
-@pytest.mark.parametrize(
-    "options", [[], ["--instance-header=process", "--scrape-proxy-from-environment"]]
-)
-def test_promtool_accepts_the_kit_with_what_discovery_writes(
-    project, project_python, platform, tmp_path, options
-):
-    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
-    platform.push(
-        "ledger", platform.other, "ledger.example.com", 1, LABELS, {"prometheus.io/auth": "none"}
-    )
-    monitoring = project / "monitoring"
-    output = monitoring / "cf-targets"
-    (monitoring / "secrets" / "local-metrics-token").write_text("local-token")
-    ca = tmp_path / "ca.pem"
-    ca.write_text("")  # promtool checks that the file is there
-    try:
-        code, log = discovery(
-            project, project_python, platform, output, f"--scrape-ca-file={ca}", *options
-        )
-        checked = run([require("promtool"), "check", "config", "prometheus.yml"], cwd=monitoring)
-        written = jobs(output)
-    finally:
-        for path in output.glob("*"):
-            if path.name != ".gitignore":
-                path.unlink()
-        (monitoring / "secrets" / "local-metrics-token").unlink()
-
-    assert code == 0, log
-    assert "SUCCESS" in checked.stdout + checked.stderr
-    assert {job["tls_config"]["ca_file"] for job in written.values()} == {str(ca)}
-    assert {job.get("proxy_from_environment", False) for job in written.values()} == {bool(options)}
-
-
-@pytest.mark.parametrize("auth", ["basic_auth", "ip_whitelist"])
-def test_promtool_accepts_the_in_platform_alternative(cookies, auth):
-    monitoring = bake(cookies, metrics_auth=auth) / "monitoring"
-    if auth == "basic_auth":
-        (monitoring / "secrets" / "cf-app-guid").write_text("5cdc7595-2e9b-4f62-8d5a-a86b92f2df0e")
-    config = yaml.safe_load((monitoring / "prometheus-in-cloudfoundry.yml").read_text())
-
-    checked = run(
-        [require("promtool"), "check", "config", "prometheus-in-cloudfoundry.yml"], cwd=monitoring
-    )
-
-    assert "SUCCESS" in checked.stdout + checked.stderr
-    [job] = config["scrape_configs"]
-    assert job["dns_sd_configs"] == [
-        {
-            "names": ["payments-api.apps.internal"],
-            "type": "A",
-            "port": 8080,
-            "refresh_interval": "30s",
-        }
-    ]
-    assert ("authorization" in job) is (auth == "basic_auth")
-
-
-def test_the_manifest_labels_the_app_as_discovery_reads_it(project):
-    [app] = yaml.safe_load((project / "manifest.yml").read_text())["applications"]
-
-    assert app["metadata"] == {
-        "labels": {"prometheus.io/scrape": "true"},
-        "annotations": {"prometheus.io/path": "/metrics", "prometheus.io/auth": "app-guid"},
-    }
-
-
-def shard_instances(project, python, platform, tmp_path, count, *arguments):
+def shard_instances(platform, tmp_path, count, *arguments):
     """Each shard's instances (the header values its jobs send), from N runs of
     cf-discovery --shard I/N, each with its own output."""
     shards = []
     for index in range(count):
         output = tmp_path / f"shard-{index}-of-{count}"
         output.mkdir(parents=True, exist_ok=True)
-        code, lines = discovery(
-            project, python, platform, output, f"--shard={index}/{count}", *arguments
-        )
+        code, lines = discovery(platform, output, f"--shard={index}/{count}", *arguments)
         assert code == 0, lines
         listed = jobs(output).values() if (output / f"cf-{FOUNDATION}.yml").exists() else []
         shards.append(
@@ -1012,18 +910,18 @@ def shard_instances(project, python, platform, tmp_path, count, *arguments):
 
 @pytest.mark.parametrize("header", ["app", "process"])
 def test_shards_scrape_every_instance_exactly_once_and_keep_them_through_scale_and_deploy(
-    project, project_python, platform, tmp_path, header
+    platform, tmp_path, header
 ):
     apps = [
         platform.push(f"app-{n}", platform.live, f"app-{n}.apps.example.com", 3, LABELS)
         for n in range(12)
     ]
     arguments = ("--scheme=http", f"--instance-header={header}")
-    whole = shard_instances(project, project_python, platform, tmp_path / "whole", 1, *arguments)[0]
-    before = shard_instances(project, project_python, platform, tmp_path, 3, *arguments)
+    whole = shard_instances(platform, tmp_path / "whole", 1, *arguments)[0]
+    before = shard_instances(platform, tmp_path, 3, *arguments)
     platform.scale(apps[0], 5)
     platform.add_web_process(apps[1], 3)  # a rolling deploy's new process, beside the old
-    after = shard_instances(project, project_python, platform, tmp_path, 3, *arguments)
+    after = shard_instances(platform, tmp_path, 3, *arguments)
 
     assert len(whole) == 36
     assert set().union(*before) == whole
@@ -1041,9 +939,9 @@ def test_shards_scrape_every_instance_exactly_once_and_keep_them_through_scale_a
 
 
 @pytest.mark.parametrize("value", ["2/2", "1", "-1/2", "0/0", "a/b", "1/2/3", "０/2"])
-def test_a_shard_that_is_not_i_of_n_is_refused(project, project_python, platform, tmp_path, value):
+def test_a_shard_that_is_not_i_of_n_is_refused(platform, tmp_path, value):
     completed = subprocess.run(
-        [cf_discovery(project_python), "--once", "--no-reload", f"--shard={value}"],
+        [CF_DISCOVERY, "--once", "--no-reload", f"--shard={value}"],
         env=environment(platform),
         cwd=tmp_path,
         capture_output=True,

@@ -52,7 +52,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from .service import StandIn, serving
+from .loopback import StandIn, serving
 
 
 class CloudFoundry:
