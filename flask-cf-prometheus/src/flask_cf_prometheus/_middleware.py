@@ -1,18 +1,15 @@
 """The WSGI middleware every request passes through: it gives the request its ids, and
 times and counts it.
 
-It is one function rather than one per concern: each layer of middleware would cost every
-request a call, a closure and a start_response wrapper of its own.
+One function does all three: a layer per concern would cost every request a call, a
+closure and a start_response wrapper of its own.
 
-A request's id is the Cloud Foundry router's `X-Vcap-Request-Id` when it is a plain
-token, else a new one, 16 random bytes in hex; its trace id comes from a W3C
-`traceparent` header, when it is well formed. Both go into the WSGI environ, where
-_logs.py finds them for every log line, and the response carries the id back as
-`X-Request-Id`.
+The request id is the router's `X-Vcap-Request-Id` when it is a plain token, else 16
+random bytes in hex. The trace id comes from a well-formed W3C `traceparent`. Both go
+into the WSGI environ for _logs.py, and the response carries the id as `X-Request-Id`.
 
-Scrapes are not counted: Prometheus records its own scrape duration and success
-(`scrape_duration_seconds`, `up`), and counting them would add a request every scrape
-interval to the service's traffic and skew its latency.
+Scrapes are not counted. Prometheus records its own (`scrape_duration_seconds`, `up`),
+and counting them would skew the service's traffic and latency.
 """
 
 import os

@@ -7,10 +7,10 @@
 
     globals().update(gunicorn.settings())
 
-`settings()` reads each of gunicorn's settings from an environment variable and checks
-it, with every other setting the kit reads: a bad value stops gunicorn with one line
-that names the variable, the value and the rule. The hooks keep the workers' shared
-metric files exact (_metrics_directory.py, _fold.py) and count each worker's exit by its reason.
+`settings()` reads gunicorn's settings from the environment and checks them, with every
+other setting the kit reads: a bad value stops gunicorn in one line naming the variable,
+the value and the rule. The hooks keep the workers' metric files exact
+(_metrics_directory.py, _fold.py) and count each worker's exit by its reason.
 """
 
 import os

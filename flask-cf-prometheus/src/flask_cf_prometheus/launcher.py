@@ -1,17 +1,16 @@
-"""Serve a service under gunicorn: what its `python -m` runs, as its manifest's command
-does. A service's __main__.py:
+"""Serve a service under gunicorn: what its `python -m`, and so its manifest's command,
+runs. A service's __main__.py:
 
     from flask_cf_prometheus import launcher
 
     if __name__ == "__main__":
         launcher.main("payments_api:create_app")
 
-Every setting is checked first, before gunicorn's own import reads WEB_CONCURRENCY, and
-the app is built once, in a child process, for what only the app can check (another
-route on the metrics path): a bad value stops start-up with one line, before gunicorn
-starts workers that would each fail. Arguments go to gunicorn, after the service's
-gunicorn.conf.py: `--bind 127.0.0.1:8000`, say. Without PROMETHEUS_MULTIPROC_DIR, as in
-a local run, the run gets a private metrics directory, removed when gunicorn exits.
+Every setting is checked before gunicorn starts: a bad value stops start-up in one line,
+not in every worker. The app is built once, in a child process, for what only the app
+can check (another route on the metrics path). Arguments go to gunicorn, after the
+service's gunicorn.conf.py: `--bind 127.0.0.1:8000`, say. A local run without
+PROMETHEUS_MULTIPROC_DIR gets a private metrics directory, removed when gunicorn exits.
 """
 
 import importlib
