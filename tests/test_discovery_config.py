@@ -14,6 +14,12 @@ from .tools import require
 
 SECRET = "discovery-secret"
 LABELS = {"prometheus.io/scrape": "true"}
+PATH = "prometheus.io/path"
+HOSTILE_PATHS = {
+    "rocket": "/\U0001f680/metrics",
+    "yaml": "/x:*y&z!'\"{}[]|>%@`",
+    "broken": "/metrics\nnow",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +41,15 @@ def platform():
 def test_promtool_accepts_the_kit_with_what_discovery_writes(
     project, project_python, platform, tmp_path, options
 ):
+    """With what any app owner may write in an annotation beside the others' apps: a
+    character beyond the BMP, YAML's own syntax, a line break, and a path Prometheus
+    cannot ask for (that app alone is skipped)."""
     platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
     platform.push(
         "ledger", platform.other, "ledger.example.com", 1, LABELS, {"prometheus.io/auth": "none"}
     )
+    for name, path in HOSTILE_PATHS.items():
+        platform.push(name, platform.live, f"{name}.example.com", 1, LABELS, {PATH: path})
     monitoring = project / "monitoring"
     output = monitoring / "cf-targets"
     (monitoring / "secrets" / "local-metrics-token").write_text("local-token")
@@ -64,6 +75,8 @@ def test_promtool_accepts_the_kit_with_what_discovery_writes(
 
     assert ran.returncode == 0, ran.stderr
     assert "SUCCESS" in checked.stdout + checked.stderr
+    paths = {job["metrics_path"] for job in written}
+    assert paths == {"/metrics", HOSTILE_PATHS["rocket"], HOSTILE_PATHS["yaml"]}, "all but one"
     assert {job["tls_config"]["ca_file"] for job in written} == {str(ca)}
     assert {job.get("proxy_from_environment", False) for job in written} == {bool(options)}
 

@@ -28,6 +28,7 @@ from .standins.loopback import StandIn, free_loopback_port, serving
 SECRET = "discovery-secret"
 FOUNDATION = "lab"
 LABELS = {"prometheus.io/scrape": "true"}
+PATH, JOB = "prometheus.io/path", "prometheus.io/job"
 ANNOTATIONS = {"prometheus.io/path": "/internal/metrics", "prometheus.io/auth": "app-guid"}
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ cf-discovery: (.*)")
 SUMMARY = re.compile(
@@ -659,6 +660,82 @@ def test_secrets_from_files_and_a_technical_users_password(platform, tmp_path):
     )
 
 
+def test_no_secret_reaches_the_log_whatever_its_bytes(platform, tmp_path):
+    """A secret that is not UTF-8 (a byte the environment or its file holds) is sent to
+    UAA as it was given, and no error quotes it."""
+    platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    platform.client_secret = "s3cret\udcff"  # the byte 0xff, as os.environ holds it
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_bytes(b"s3cret\xff\n")
+    output = tmp_path / "cf-targets"
+
+    given = discovery(platform, output, CF_CLIENT_SECRET="s3cret\udcff")
+    from_file = discovery(
+        platform, output, CF_CLIENT_SECRET="", CF_CLIENT_SECRET_FILE=str(secret_file)
+    )
+    platform.client_secret = "rotated"
+    refused = discovery(platform, output, CF_CLIENT_SECRET="s3cret\udcff")
+
+    assert given[0] == 0, given
+    assert from_file[0] == 0, from_file
+    assert refused == (
+        1,
+        [
+            "pass failed, the last good targets stay:"
+            " UAA, for client 'prometheus', answered 401 Unauthorized"
+        ],
+    )
+
+
+def push_what_app_owners_may_write(platform):
+    """Apps whose names and annotations hold what any app owner may set: characters
+    beyond the BMP, YAML's own syntax, line breaks, text that forges a log line, and
+    what Prometheus cannot take. Returns the GUIDs of those that can be scraped."""
+    forged = "\n2026-12-04T00:00:00Z cf-discovery: 99 labelled apps: 99 scraped"
+    scraped = {
+        "rocket": push_labelled(platform, "rocket", annotations={PATH: "/\U0001f680/metrics"}),
+        "yaml": push_labelled(platform, "yaml", annotations={PATH: "/x:*y&z!'\"{}[]|>%@`"}),
+        "breaks": push_labelled(platform, "breaks", annotations={JOB: "pay\u2028\x85ments"}),
+        "ünïcödé\u200b": push_labelled(platform, "ünïcödé\u200b", "unicode.example.com"),
+    }
+    push_labelled(platform, "spaced", annotations={PATH: "/metrics now"})
+    push_labelled(platform, "fragment", annotations={PATH: "/metrics#top"})
+    push_labelled(platform, "relative", annotations={PATH: "metrics"})
+    push_labelled(platform, "broken\udc80", "broken.example.com")
+    platform.stop(push_labelled(platform, "forger" + forged, "forger.example.com"))
+    return scraped
+
+
+def test_what_app_owners_write_is_data_and_one_app_cannot_break_the_files(platform, tmp_path):
+    scraped = push_what_app_owners_may_write(platform)
+    output = tmp_path / "cf-targets"
+
+    code, log = discovery(platform, output)
+
+    assert code == 0, log
+    text = (output / f"cf-{FOUNDATION}.yml").read_text(encoding="utf-8")
+    assert not re.search(r"\\u[dD][89a-fA-F]", text), "a surrogate escape, which YAML refuses"
+    paths = {
+        kept(output, name)["labels"]["cf_app"]: job["metrics_path"]
+        for name, job in jobs(output).items()
+    }
+    assert paths == {
+        "rocket": "/\U0001f680/metrics",
+        "yaml": "/x:*y&z!'\"{}[]|>%@`",
+        "breaks": "/metrics",
+        "ünïcödé\u200b": "/metrics",
+    }
+    labels = {target["labels"]["cf_app"]: target["labels"] for target in targets(output).values()}
+    assert labels["breaks"]["job"] == "pay\u2028\x85ments"
+    assert set(labels) == set(scraped)
+    assert summary(log)[:3] == (9, 4, 5)
+    assert summary(log)[-1] == "3 invalid_path, 1 invalid_text, 1 stopped"
+    # One line a skipped app, and the summary: nothing it was given forged another.
+    assert len(log) == 5 + 1, log
+    assert any(line.startswith("not scraping app broken\\udc80 (") for line in log), log
+    assert any("forger\\n2026-12-04T00:00:00Z cf-discovery: 99" in line for line in log), log
+
+
 def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(platform, tmp_path):
     """CF_API is an alias; the API's root document and its pages' links name it by its
     own (external) name: the pages are asked for through the alias, with the token."""
@@ -700,6 +777,13 @@ def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(p
             {"CF_FOUNDATION": "eu/west"},
             "CF_FOUNDATION='eu/west' must be letters, digits, '.', '_' and '-' (at most 63),"
             " and not a GUID",
+        ),
+        ({"CF_API": "https://[::1"}, "CF_API is not a URL: Invalid IPv6 URL"),
+        ({"CF_UAA_URL": "https://[::1"}, "CF_UAA_URL is not a URL: Invalid IPv6 URL"),
+        (
+            {"CF_API": "https://prometheus:pa55word@api.example.com"},
+            "CF_API must not hold credentials (user:password@):"
+            " set CF_USERNAME and CF_PASSWORD_FILE instead",
         ),
         (
             {"CF_CA_CERT": "/nonexistent/ca.pem"},

@@ -304,7 +304,8 @@ class CloudFoundry:
             if base64.b64decode(given) != b"cf:" or self.users.get(user[0]) != user[1]:
                 return 401, {"error": "unauthorized", "error_description": "Bad credentials"}
         else:
-            expected = f"{self.client_id}:{self.client_secret}".encode()
+            # A secret of bytes that are not UTF-8 is given as the environment holds them.
+            expected = f"{self.client_id}:{self.client_secret}".encode(errors="surrogateescape")
             if (
                 form.get("grant_type") != ["client_credentials"]
                 or base64.b64decode(given) != expected

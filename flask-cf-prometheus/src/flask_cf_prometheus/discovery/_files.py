@@ -38,21 +38,40 @@ def _locked(output, foundation):
     return handle
 
 
+# What a YAML string may hold as itself (YAML 1.2, c-printable), less the line breaks
+# YAML would fold (NEL, LS, PS) and the byte order mark; the rest is escaped, as in JSON.
+# Surrogates YAML forbids even escaped: _selection keeps them out of the files.
+_NOT_YAML_TEXT = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _serialised(name, content):
+    """The text of file `name`. Targets are JSON, which Prometheus reads as JSON. Jobs
+    are JSON too, which is YAML as long as a character beyond the BMP is written as
+    itself: JSON's escape of one, a surrogate pair, is no YAML (Prometheus refuses the
+    whole configuration)."""
+    if not name.endswith(".yml"):
+        return json.dumps(content, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False)
+    return _NOT_YAML_TEXT.sub(lambda found: f"\\u{ord(found[0]):04x}", text) + "\n"
+
+
 def _write_files(directory, files):
     """Write `files` (name: content) into the directory; return how many changed. Each
     is readable by its owner and its group only, since a job holds the app's GUID as its
     credential: in a set-group-ID directory, a group Prometheus can run in."""
     changed = 0
     for name, content in files.items():
-        text = json.dumps(content, indent=2, sort_keys=True) + "\n"
+        text = _serialised(name, content)
         path = directory / name
-        with contextlib.suppress(FileNotFoundError):
-            if path.read_text() == text:
+        with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
+            if path.read_text(encoding="utf-8") == text:
                 continue
         descriptor, staging = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
         try:
             os.fchmod(descriptor, 0o640)
-            with os.fdopen(descriptor, "w") as output:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as output:
                 output.write(text)
             os.replace(staging, path)
         except BaseException:

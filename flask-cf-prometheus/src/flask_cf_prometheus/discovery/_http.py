@@ -19,8 +19,18 @@ from ._errors import _DiscoveryError
 
 
 def _secure_url(value, name):
-    """An https URL, or http for a loopback address only."""
-    parts = urllib.parse.urlsplit(value)
+    """An https URL, or http for a loopback address only, with no credentials in it: an
+    error names the URL, and a log would then hold them."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (parsed here, so that a bad port fails here)
+    except ValueError as error:
+        raise _DiscoveryError(f"{name} is not a URL: {error}") from None
+    if parts.username is not None or parts.password is not None:
+        raise _DiscoveryError(
+            f"{name} must not hold credentials (user:password@):"
+            " set CF_USERNAME and CF_PASSWORD_FILE instead"
+        )
     if parts.scheme == "https" and parts.hostname:
         return value
     if parts.scheme == "http" and parts.hostname:

@@ -20,10 +20,19 @@ _MAX_BACKOFF_SECONDS = 300
 _MAX_RETRY_AFTER_SECONDS = 3600
 
 
+def _escaped(text):
+    """`text` with every character that is not printable (a newline, a control
+    character, a lone surrogate) escaped as Python writes it: names and errors from the
+    API can neither end a log line nor forge another."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def _log(message):
     """One line on stderr, stamped in UTC, for the journal or a container's log."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} cf-discovery: {message}", file=sys.stderr, flush=True)
+    print(f"{stamp} cf-discovery: {_escaped(message)}", file=sys.stderr, flush=True)
 
 
 def _summary(found, skipped, targets, changed, requests):

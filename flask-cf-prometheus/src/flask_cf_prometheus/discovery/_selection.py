@@ -31,7 +31,25 @@ _SKIPPED = {
     "path_route_only": f"its only http routes have a path: name one with {_ROUTE_ANNOTATION}",
     "route_not_found": f"{_ROUTE_ANNOTATION} names no http route of its own",
     "invalid_guid": "its GUID is not one",
+    "invalid_text": "its name, space, organization, route or an annotation is not Unicode",
+    "invalid_path": f"{_PATH_ANNOTATION}, below its route's path, is not a URL path",
 }
+# A path Prometheus can ask for: no space, control character, query or fragment.
+_URL_PATH = re.compile(r"/[^\s\x00-\x1f\x7f-\x9f?#]{0,1023}")
+
+
+def _unusable(app):
+    """Why what the app's owner wrote cannot go into Prometheus's files, or None: each
+    app's metadata is data, and one app's cannot make the files invalid for all."""
+    texts = (app["name"], app["job"], app["space"], app["organization"], app["host"])
+    try:
+        for text in (*texts, app["metrics_path"]):
+            text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which the API's JSON can hold
+        return "invalid_text"
+    if not _URL_PATH.fullmatch(app["metrics_path"]):
+        return "invalid_path"
+    return None
 
 
 def _web_processes(api, guids):
@@ -144,7 +162,7 @@ def _discover(api):
             space.get("relationships", {}).get("organization", {}).get("data", {}).get("guid")
         )
         auth = annotations.get(_AUTH_ANNOTATION) or "app-guid"
-        found[app["guid"]] = {
+        scraped = {
             "guid": app["guid"],
             "name": app["name"],
             "job": annotations.get(_JOB_ANNOTATION) or app["name"].removesuffix(_RENAMED_SUFFIX),
@@ -158,4 +176,9 @@ def _discover(api):
             "processes": web,
             "states": {key: state for key, state in states.items() if key[0] in web},
         }
+        reason = _unusable(scraped)
+        if reason:
+            skipped[app["guid"]] = (app["name"], reason)
+        else:
+            found[app["guid"]] = scraped
     return found, skipped

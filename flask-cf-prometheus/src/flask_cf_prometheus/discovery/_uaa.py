@@ -18,12 +18,14 @@ _TOKEN_MARGIN_SECONDS = 60
 
 def _secret(environ, name):
     """The value of `name`, or of the file `name`_FILE names (a systemd credential, a
-    mounted secret), without its final newline; "" if neither is set."""
+    mounted secret), without its final newline; "" if neither is set. Bytes that are not
+    UTF-8 stay as they were (surrogate escapes, as the environment's do), and are sent
+    to UAA as they were."""
     path = environ.get(f"{name}_FILE", "")
     if not path:
         return environ.get(name, "")
     try:
-        return Path(path).read_text().removesuffix("\n")
+        return Path(path).read_bytes().decode(errors="surrogateescape").removesuffix("\n")
     except OSError as error:
         raise _DiscoveryError(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
 
@@ -68,10 +70,12 @@ class _Token:
 
     def _renew(self, token_url, fetch):
         grant_type, form, user, secret = self.grant
-        basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        # A secret's bytes as they were given; an error never quotes them.
+        basic = base64.b64encode(f"{user}:{secret}".encode(errors="surrogateescape")).decode()
+        fields = {"grant_type": grant_type, **form}
         request = urllib.request.Request(
             token_url,
-            data=urllib.parse.urlencode({"grant_type": grant_type, **form}).encode(),
+            data=urllib.parse.urlencode(fields, errors="surrogateescape").encode(),
             headers={"Authorization": "Basic " + basic, "Accept": "application/json"},
         )
         started = time.monotonic()
