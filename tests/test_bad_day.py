@@ -1,6 +1,7 @@
 """A bad day for the baked service under real gunicorn: the metrics directory's disk
-fills up, or the directory is removed. The service answers throughout, its master never
-dies, and its metrics recover."""
+fills up, the directory is removed, another service starts on it, or something foreign
+lands in it before a reload. The service answers throughout, its master never dies, and
+its metrics recover."""
 
 import errno
 import os
@@ -14,7 +15,7 @@ import pytest
 
 from .baking import bake
 from .load import drive, total
-from .service import serve, start_up
+from .service import serve, start_up, wait_for
 from .tools import missing
 
 TOKEN = "bad-day-token"
@@ -209,3 +210,57 @@ def test_a_disk_too_small_to_boot_on_stops_start_up_in_one_line(
         f"PROMETHEUS_MULTIPROC_DIR='{container_tmp}/prometheus-multiproc' has no room for the"
         " metric files: 2 workers and 2 spare sets need 5.0 MiB (No space left on device)"
     )
+
+
+def test_a_second_service_on_the_directory_refuses_and_the_first_counts_on(
+    project, project_python, tmp_path
+):
+    """Two services given one directory (no TMPDIR, or two run by hand): the second would
+    empty the files the first one's live workers write into."""
+    environ = {"METRICS_BASIC_AUTH_TOKEN": TOKEN}
+    with serve(project, project_python, tmp_path, **environ) as service:
+        baseline = requests_total(service)
+        before = drive(service.url, ["/"], 100)
+        code, output = start_up(project, project_python, tmp_path, service.tmpdir, **environ)
+        after = drive(service.url, ["/"], 100)
+        final = requests_total(service)
+        assert service.stop() == 0
+
+    assert code != 0, output
+    assert "Starting gunicorn" not in output, output
+    [line] = [line for line in output.splitlines() if "PROMETHEUS_MULTIPROC_DIR" in line]
+    assert line == (
+        f"PROMETHEUS_MULTIPROC_DIR='{service.tmpdir}/prometheus-multiproc' belongs to a"
+        f" service that is running (gunicorn master {service.process.pid}): give each"
+        " service a directory of its own"
+    )
+    assert before[1] == after[1] == 0
+    assert final == baseline + before[0] + after[0], "every request counted, before and after"
+
+
+def test_a_reload_with_something_foreign_in_the_directory_keeps_serving(
+    project, project_python, tmp_path
+):
+    """A SIGHUP re-reads the settings and checks them: one that fails is said in one
+    line, and the master goes on, with new workers, on the settings in force."""
+    environ = {"METRICS_BASIC_AUTH_TOKEN": TOKEN}
+    with serve(project, project_python, tmp_path, **environ) as service:
+        baseline = requests_total(service)
+        before = drive(service.url, ["/"], 20)
+        (service.tmpdir / "prometheus-multiproc" / "notes.txt").write_text("a user's")
+        old = set(service.worker_pids())
+        os.kill(service.process.pid, signal.SIGHUP)
+        renewed = wait_for(lambda: len(set(service.worker_pids()) - old) == 2, seconds=30)
+        served = drive(service.url, ["/"], 20)
+        final = requests_total(service)
+        assert service.process.poll() is None, "the master must survive"
+        assert service.stop() == 0
+
+    assert renewed
+    assert before[1] == served[1] == 0
+    assert final == baseline + before[0] + served[0]
+    [warning] = [
+        line for line in service.log_text().splitlines() if "Reload kept the settings" in line
+    ]
+    assert "holds what is not a metric file (notes.txt)" in warning
+    assert "Traceback" not in service.log_text()

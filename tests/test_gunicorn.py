@@ -41,6 +41,14 @@ def test_metrics_directory_is_set_before_python_starts(project, project_python, 
         assert oct(directory.stat().st_mode & 0o777) == oct(0o700)
 
 
+def test_a_metrics_directory_set_with_cf_set_env_is_the_one_used(project, project_python, tmp_path):
+    chosen = tmp_path / "chosen-metrics"
+    with serve(project, project_python, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(chosen)) as service:
+        assert service.request("/").status == 200
+        assert (chosen / ".owner").read_text() == f"{service.process.pid}\n"
+        assert not (service.tmpdir / "prometheus-multiproc").exists()
+
+
 def test_no_control_socket_is_opened(project, project_python, tmp_path):
     with serve(project, project_python, tmp_path) as service:
         assert service.request("/").status == 200

@@ -30,6 +30,18 @@ HOOKS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _a_new_master(monkeypatch):
+    """Each test's hooks run as in a master of their own: none serving yet, no directory
+    claimed; the claim a test made is let go."""
+    for name, value in [("_directory", None), ("_in_force", None), ("_serving", False)]:
+        monkeypatch.setattr(gunicorn, name, value)
+    monkeypatch.setattr(gunicorn, "_claimed", None)
+    yield
+    if gunicorn._claimed is not None:
+        os.close(gunicorn._claimed)
+
+
 @pytest.fixture
 def metrics_dir(tmp_path, monkeypatch):
     directory = tmp_path / "metrics"
@@ -131,7 +143,12 @@ def test_on_starting_empties_the_metrics_directory_of_a_previous_runs_files(metr
 
     conf["on_starting"](server=arbiter(workers=2))
 
-    assert sorted(path.name for path in metrics_dir.iterdir()) == [".lock", ".spare-0", ".spare-1"]
+    assert sorted(path.name for path in metrics_dir.iterdir()) == [
+        ".lock",
+        ".owner",
+        ".spare-0",
+        ".spare-1",
+    ]
 
 
 def symlink_to_a_directory(path):
@@ -174,6 +191,45 @@ def test_a_directory_holding_what_is_not_ours_is_refused_untouched(metrics_dir, 
     )
     assert str(stopped_later.value) == str(stopped.value)
     assert sorted((path.name, path.is_symlink()) for path in metrics_dir.iterdir()) == before
+
+
+def test_a_directory_another_running_service_owns_is_refused_untouched(metrics_dir):
+    """Its workers write into the files a start would empty: their counts would be lost."""
+    load()["on_starting"](arbiter(workers=2))
+    (metrics_dir / "counter_123.db").write_bytes(b"a live worker's")
+    before = sorted(path.name for path in metrics_dir.iterdir())
+
+    with pytest.raises(metrics_directory.ConfigError) as refused:
+        metrics_directory.claim(metrics_dir)  # as another master would, on its own
+
+    assert str(refused.value) == (
+        f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' belongs to a service that is running"
+        f" (gunicorn master {os.getpid()}): give each service a directory of its own"
+    )
+    assert sorted(path.name for path in metrics_dir.iterdir()) == before
+    assert (metrics_dir / "counter_123.db").read_bytes() == b"a live worker's"
+
+
+def test_a_reload_whose_checks_fail_keeps_the_settings_in_force(metrics_dir, caplog):
+    """gunicorn's SIGHUP reads the config file again: a check that fails then must not
+    stop a master that serves."""
+    serving = load(GUNICORN_TIMEOUT="45")
+    serving["on_starting"](arbiter(workers=2))
+    (metrics_dir / "notes.txt").write_text("a user's")
+
+    with caplog.at_level(logging.WARNING, logger="gunicorn.error"):
+        reloaded = load(GUNICORN_TIMEOUT="60")
+        bad_value = load(GUNICORN_TIMEOUT="soon")
+
+    assert reloaded == serving
+    assert bad_value == serving
+    assert [record.getMessage() for record in caplog.records] == [
+        "Reload kept the settings in force: PROMETHEUS_MULTIPROC_DIR="
+        f"'{metrics_dir}' holds what is not a metric file (notes.txt): give the service a"
+        " directory of its own, which it empties of metric files at every start",
+        "Reload kept the settings in force: GUNICORN_TIMEOUT='soon' must be a whole number"
+        " from 1 to 3600",
+    ]
 
 
 @pytest.mark.parametrize("directory", ["/", "."])

@@ -18,6 +18,8 @@ from pathlib import Path
 from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError
 
 LOCK_FILE = ".lock"
+# Locked by the service that owns the directory, and holding its master's process id.
+OWNER_FILE = ".owner"
 GENERATION_BYTES = 16
 AGGREGATE_ID = "aggregate"
 # The files a worker of this service writes (_metrics.py) and the bytes each is given
@@ -104,6 +106,34 @@ def check_directory(path):
         raise ConfigError(f"{setting} is a directory this user cannot write into")
 
 
+_OWNER_BYTES = 24
+
+
+def claim(path):
+    """Hold the directory for this service: an open descriptor of its owner file, locked
+    for as long as this process or a worker it forks keeps it. Another service started
+    on the directory would empty the files the live workers write into, so it gets a
+    ConfigError naming the owner, and touches nothing."""
+    setting = f"{METRICS_DIRECTORY_VARIABLE}={str(path)!r}"
+    try:
+        descriptor = os.open(Path(path) / OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise ConfigError(f"{setting} cannot be claimed: {error.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        said = os.pread(descriptor, _OWNER_BYTES, 0).decode(errors="replace").strip()
+        os.close(descriptor)
+        owner = f"gunicorn master {said}" if said.isdigit() else "another process"
+        raise ConfigError(
+            f"{setting} belongs to a service that is running ({owner}): give each service"
+            " a directory of its own"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
+
+
 def check_contents(path, workers):
     """ConfigError, in one line, for a metrics directory that holds anything but this
     module's and prometheus_client's files, or has no room for `workers` workers' files
@@ -139,6 +169,8 @@ def _own(entry):
         return entry.is_file()
     if name == LOCK_FILE:
         return entry.is_file() and entry.stat().st_size in (0, GENERATION_BYTES)
+    if name == OWNER_FILE:
+        return entry.is_file() and entry.stat().st_size <= _OWNER_BYTES
     spare = OWN_DIRECTORY.fullmatch(name)
     if spare is None or not entry.is_dir():
         return False

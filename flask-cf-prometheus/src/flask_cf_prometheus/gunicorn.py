@@ -13,6 +13,7 @@ the value and the rule. The hooks keep the workers' metric files exact
 (_metrics_directory.py, _fold.py) and count each worker's exit by its reason.
 """
 
+import logging
 import os
 import time
 
@@ -25,33 +26,50 @@ ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({service.req
 # The metrics directory as settings() read it, for the hooks: gunicorn runs them in the
 # master that loaded the config file, and in the workers it forks.
 _directory = None
+# The settings the master runs with, which a reload's settings() keeps when its checks
+# fail once the master serves (on_starting); and the directory's owner file, held.
+_in_force = None
+_serving = False
+_claimed = None
 
 
 def settings(environ=os.environ):
     """gunicorn's settings, by gunicorn's names, from the environment; SystemExit with
-    one line for a bad value or a missing metrics directory."""
-    global _directory
+    one line for a bad value, a missing metrics directory or one another service owns.
+    At a reload (SIGHUP), a check that fails is logged in one line, and the settings in
+    force stay: a reload never stops a serving master."""
+    global _in_force
     try:
-        server = check_environ(environ)
+        _in_force = _checked_settings(environ)
     except ConfigError as error:
-        raise SystemExit(str(error)) from None
-    _directory = server["metrics_directory"]
+        if not _serving:
+            raise SystemExit(str(error)) from None
+        logging.getLogger("gunicorn.error").warning("Reload kept the settings in force: %s", error)
+    return _in_force
+
+
+def _checked_settings(environ):
+    global _directory, _claimed
+    server = check_environ(environ)
+    directory = server["metrics_directory"]
     # prometheus_client picks single- or multi-process mode when a worker first imports
     # it, so the metrics directory must be in the environment before then: the manifest
     # command sets it on Cloud Foundry, and the launcher makes a private one for a local
     # run.
-    if _directory is None:
-        raise SystemExit(
+    if directory is None:
+        raise ConfigError(
             f"{METRICS_DIRECTORY_VARIABLE} is unset: set it, or start the service as the manifest"
             " does (python -m and the package), which gives each run a private directory"
         )
+    if _serving and directory != _directory:
+        raise ConfigError(f"{METRICS_DIRECTORY_VARIABLE} cannot change while serving")
+    _directory = directory
     # Here, before gunicorn says it is starting: a directory that is not the service's
-    # own, or too small, stops it with one line and nothing else.
-    try:
-        _metrics_directory.check_directory(_directory)
-        _metrics_directory.check_contents(_directory, server["workers"])
-    except ConfigError as error:
-        raise SystemExit(str(error)) from None
+    # own, another service's, or too small, stops it with one line and nothing else.
+    _metrics_directory.check_directory(directory)
+    _metrics_directory.check_contents(directory, server["workers"])
+    if _claimed is None:
+        _claimed = _metrics_directory.claim(directory)
     return {
         "bind": f"0.0.0.0:{server['port']}",
         "workers": server["workers"],
@@ -75,8 +93,10 @@ def settings(environ=os.environ):
 
 def on_starting(server):
     """In the master, before any worker: a fresh metrics directory for this run."""
+    global _serving
     from . import _fold
 
+    _serving = True
     _fold.forget_dead_workers()
     try:
         _metrics_directory.reset_directory(_directory, server.cfg.workers)
