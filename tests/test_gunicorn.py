@@ -49,6 +49,21 @@ def test_a_metrics_directory_set_with_cf_set_env_is_the_one_used(project, projec
         assert not (service.tmpdir / "prometheus-multiproc").exists()
 
 
+def test_a_clients_script_name_header_is_ignored(project, project_python, tmp_path):
+    """gunicorn takes SCRIPT_NAME from a header sent from loopback (its trusted proxies,
+    and on Cloud Foundry a proxy in the container): one the path does not start with
+    was a 500 that no metric counted."""
+    token = "script-name-token"
+    with serve(project, project_python, tmp_path, METRICS_BASIC_AUTH_TOKEN=token) as service:
+        index = service.request("/", headers={"SCRIPT_NAME": "/metrics"})
+        nested = service.request("/_status", headers={"SCRIPT_NAME": "/_status"})
+        exposition = service.metrics_text(token)
+
+    assert (index.status, nested.status) == (200, 200)
+    assert 'path="/_status"' in exposition, "served at its own path, and counted"
+    assert "SCRIPT_NAME" not in service.log_text()
+
+
 def test_no_control_socket_is_opened(project, project_python, tmp_path):
     with serve(project, project_python, tmp_path) as service:
         assert service.request("/").status == 200

@@ -269,6 +269,29 @@ def test_whole_numbers_refuse_anything_else(variable, value):
     assert str(error.value) == f"{variable}={value!r} must be a whole number from {low} to {high}"
 
 
+@pytest.mark.parametrize("variable", WHOLE_NUMBERS)
+def test_a_number_past_pythons_conversion_limit_is_one_line(variable):
+    """int() refuses more than 4,300 digits with a ValueError: never a traceback."""
+    low, high = WHOLE_NUMBERS[variable]
+
+    with pytest.raises(ConfigError) as error:
+        check_environ({variable: "9" * 5000})
+
+    assert str(error.value) == (
+        f"{variable}={'9' * 40!r}... must be a whole number from {low} to {high}"
+    )
+
+
+def test_a_zone_in_an_address_is_refused_saying_to_leave_it_out():
+    with pytest.raises(ConfigError) as error:
+        settings_from_environ({"METRICS_IP_WHITELIST": "fe80::1%eth0"})
+
+    assert str(error.value) == (
+        "METRICS_IP_WHITELIST has 'fe80::1%eth0', with a zone (%eth0): clients' addresses"
+        " carry none, so write the address without it"
+    )
+
+
 @pytest.mark.parametrize("variable", [*WHOLE_NUMBERS, "LOG_FORMAT", "METRICS_BASIC_AUTH"])
 @pytest.mark.parametrize("value", ["", "  ", "\t"])
 def test_blank_is_the_default(variable, value):

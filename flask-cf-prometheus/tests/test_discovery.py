@@ -10,6 +10,7 @@ import grp
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -64,19 +65,24 @@ def environment(platform, **environ):
     return platform.discovery_environment(**settings)
 
 
-def discovery(platform, output, *arguments, **environ):
-    """Run cf-discovery once against the stand-in; its exit code and its log's messages,
-    each line checked to start with the time. Without --prometheus, it reloads none."""
-    if not any(argument.startswith("--prometheus") for argument in arguments):
-        arguments = ("--no-reload", *arguments)
-    completed = subprocess.run(
-        [CF_DISCOVERY, "--once", "--output", output, *arguments],
+def cf_discovery(platform, *arguments, **environ):
+    """Run cf-discovery with `arguments` against the stand-in, to its end."""
+    return subprocess.run(
+        [CF_DISCOVERY, *arguments],
         env=environment(platform, **environ),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def discovery(platform, output, *arguments, **environ):
+    """Run cf-discovery once against the stand-in; its exit code and its log's messages,
+    each line checked to start with the time. Without --prometheus, it reloads none."""
+    if not any(argument.startswith("--prometheus") for argument in arguments):
+        arguments = ("--no-reload", *arguments)
+    completed = cf_discovery(platform, "--once", "--output", output, *arguments, **environ)
     assert completed.stdout == ""
     return completed.returncode, messages(completed.stderr)
 
@@ -426,6 +432,12 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(pl
         ),
         ("redirect", [], "GET /v3/apps answered 302 Found"),
         (
+            "trickle",
+            ["--timeout=2", "--pass-timeout=3"],
+            "GET /v3/apps did not answer in time: its answer still trickled in",
+        ),
+        ("endless", [], "GET /v3/apps answered more than 50 MB"),
+        (
             "429",
             [],
             "GET /v3/apps answered 429 Too Many Requests, come back in 5 s"
@@ -444,6 +456,45 @@ def test_a_failing_api_leaves_the_last_good_targets(platform, tmp_path, fault, a
 
     assert code == 1
     assert log == [f"pass failed, the last good targets stay: {reason}"]
+    assert snapshot(output) == good
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            "instances",
+            "the API says process {process} has 5000000 instances, more than 10000",
+        ),
+        (
+            "included",
+            "GET /v3/apps answered without the space and organization of app {app}",
+        ),
+    ],
+)
+def test_an_answer_past_sense_fails_the_pass_and_keeps_the_files(
+    platform, tmp_path, answer, reason
+):
+    """A process claiming millions of instances once took 4 GiB; an answer without the
+    spaces it was asked to include blanked every target's cf_space and cf_org."""
+    app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    [process] = list(platform.processes)
+    output = tmp_path / "cf-targets"
+    assert discovery(platform, output)[0] == 0
+    good = snapshot(output)
+
+    if answer == "instances":
+        # Without each instance embedded: with them, the answer is past 50 MB, refused too.
+        platform.embeds_instances = False
+        platform.processes[process]["instances"] = 5_000_000
+    else:
+        platform.includes = False
+    code, log = discovery(platform, output)
+
+    assert (code, log) == (
+        1,
+        ["pass failed, the last good targets stay: " + reason.format(process=process, app=app)],
+    )
     assert snapshot(output) == good
 
 
@@ -536,20 +587,36 @@ def test_a_uaa_the_root_document_does_not_name_is_given_by_cf_uaa_url(platform, 
     [
         ["--scrape-proxy-url=http://proxy.example.com:3128", "--scrape-proxy-from-environment"],
         ["--metrics-address=9188"],
+        ["--metrics-address=[::1:9188"],
+        ["--metrics-address=::1:9188"],
+        ["--metrics-address=127.0.0.1:٩١٨٨"],
         ["--interval=0"],
+        ["--interval=1e-300"],
+        ["--interval=nan"],
+        ["--pass-timeout=0.5"],
     ],
 )
 def test_bad_options_stop_it_before_it_asks_anything(platform, tmp_path, arguments):
-    completed = subprocess.run(
-        [CF_DISCOVERY, *arguments],
-        env=environment(platform),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = cf_discovery(platform, "--output", tmp_path, *arguments)
     assert completed.returncode == 2
     assert "cf-discovery: error:" in completed.stderr
+    assert platform.requests == []
+
+
+def test_a_metrics_port_in_use_stops_it_in_one_line(platform, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        completed = cf_discovery(
+            platform, "--no-reload", f"--metrics-address={address}", "--output", tmp_path
+        )
+
+    assert completed.returncode == 2
+    assert messages(completed.stderr) == [
+        f"cannot serve its metrics at --metrics-address={address}: [Errno 98] Address already"
+        " in use"
+    ]
     assert platform.requests == []
 
 
@@ -1024,14 +1091,8 @@ def test_shards_scrape_every_instance_exactly_once_and_keep_them_through_scale_a
 
 @pytest.mark.parametrize("value", ["2/2", "1", "-1/2", "0/0", "a/b", "1/2/3", "０/2"])
 def test_a_shard_that_is_not_i_of_n_is_refused(platform, tmp_path, value):
-    completed = subprocess.run(
-        [CF_DISCOVERY, "--once", "--no-reload", f"--shard={value}"],
-        env=environment(platform),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    completed = cf_discovery(
+        platform, "--once", "--no-reload", f"--shard={value}", "--output", tmp_path
     )
 
     assert completed.returncode == 2

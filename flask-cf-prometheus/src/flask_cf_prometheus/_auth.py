@@ -141,18 +141,26 @@ def _malformed(description):
     return Refused(MALFORMED, Unauthorized(description, www_authenticate=CHALLENGES))
 
 
+# The most X-Forwarded-For entries judged. No deployment chains more trusted proxies,
+# and a client could send thousands in each request for the whitelist to parse.
+MAX_FORWARDED_HOPS = 16
+
+
 def client_address(remote_addr, forwarded_for, trusted_proxies):
     """The address of the client, as far as trusted proxies vouch for it.
 
-    The hops are the X-Forwarded-For entries, left to right, then the peer that
-    connected. Walking from the right, each hop inside a trusted proxy range passes the
-    judgement to the hop on its left; the first hop outside them is the client. Entries
-    left of it were written by the client and prove nothing. None when the hop to judge
-    is not an IP address.
+    The hops are the X-Forwarded-For entries, then the peer that connected. Walking from
+    the right, a hop inside a trusted proxy range passes the judgement to the hop on its
+    left; the first hop outside them is the client. Entries left of it prove nothing.
+    None when the hop to judge is not an IP address, or lies past MAX_FORWARDED_HOPS.
     """
-    hops = [entry for header in forwarded_for for entry in header.split(",")]
-    hops.append(remote_addr or "")
+    # Split from the right, and only as far as is judged: the first item keeps the rest.
+    entries = ",".join(forwarded_for).rsplit(",", MAX_FORWARDED_HOPS) if forwarded_for else []
+    unread = len(entries) > MAX_FORWARDED_HOPS
+    hops = [*entries, remote_addr or ""]
     for position in range(len(hops) - 1, -1, -1):
+        if unread and position == 0:
+            return None
         address = _parse_address(hops[position])
         if address is None:
             return None

@@ -35,13 +35,22 @@ def _text(environ, name):
     return environ.get(name, "").strip() or None
 
 
+def _shown(value, length=40):
+    """`value` as an error shows it: quoted, and cut short when long."""
+    return repr(value) if len(value) <= length else f"{value[:length]!r}..."
+
+
 def _whole_number(environ, name, default, minimum, maximum):
     value = _text(environ, name)
     if value is None:
         return default
-    number = int(value) if value.isascii() and value.isdigit() else None
+    # Digits only, and few: int() refuses past 4,300 digits with a ValueError of its own.
+    digits = value.isascii() and value.isdigit() and len(value.lstrip("0")) <= len(str(maximum))
+    number = int(value) if digits else None
     if number is None or not minimum <= number <= maximum:
-        raise ConfigError(f"{name}={value!r} must be a whole number from {minimum} to {maximum}")
+        raise ConfigError(
+            f"{name}={_shown(value)} must be a whole number from {minimum} to {maximum}"
+        )
     return number
 
 
@@ -90,8 +99,13 @@ def _networks(environ, name, default=""):
             address = ipaddress.ip_interface(entry).ip
         except ValueError:
             raise ConfigError(
-                f"{name} has {entry!r}, which is not an IP address or CIDR range"
+                f"{name} has {_shown(entry)}, which is not an IP address or CIDR range"
             ) from None
+        if getattr(network.network_address, "scope_id", None):
+            raise ConfigError(
+                f"{name} has {entry!r}, with a zone (%{network.network_address.scope_id}):"
+                " clients' addresses carry none, so write the address without it"
+            )
         if address != network.network_address:
             raise ConfigError(
                 f"{name} has {entry!r}, whose address has bits set past its /{network.prefixlen}:"

@@ -88,6 +88,11 @@ def _checked_settings(environ):
         "errorlog": "-",
         # gunicorn 25+ opens a control socket under $HOME by default; unused here.
         "control_socket_disable": True,
+        # No header sets SCRIPT_NAME or PATH_INFO, even from loopback (gunicorn trusts
+        # it by default, and on Cloud Foundry a proxy in the container is loopback): a
+        # client's SCRIPT_NAME that the path does not start with was a 500 no metric
+        # counted. Such headers are dropped, as any other with an underscore.
+        "forwarder_headers": "",
     }
 
 

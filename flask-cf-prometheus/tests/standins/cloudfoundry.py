@@ -32,7 +32,8 @@ at https://v3-apidocs.cloudfoundry.org; cloudfoundry/uaa, TokenEndpointDocs.java
 
 Pages hold at most `page_size` resources whatever `per_page` asks, so that a small fleet
 spans pages. Faults of the API (not of UAA) are switched on with `fail_with`: "500",
-"hang", "bad_json", "bad_shape" (a process without its fields), "redirect" (elsewhere,
+"hang", "trickle" (a byte every half second), "endless" (an answer of 64 MiB),
+"bad_json", "bad_shape" (a process without its fields), "redirect" (elsewhere,
 where the token must not go), "429" (`rate_limit_retry_after` seconds); tokens can be
 revoked after a number of API requests, and each request's time is kept.
 """
@@ -82,6 +83,7 @@ class CloudFoundry:
         self.users = {}  # a technical user's name: password, for the password grant
         self.embeds_instances = True  # an API older than embed=process_instances: False
         self.instance_states = {}  # (process GUID, index): state, where not RUNNING
+        self.includes = True  # False: "included": [] whatever include= asks for
         self.authorized = 0
         self.url = None
         self.external_url = None
@@ -340,6 +342,8 @@ class CloudFoundry:
                 "spaces": [self.spaces[guid] for guid in sorted(spaces)],
                 "organizations": [self.organizations[guid] for guid in sorted(organizations)],
             }
+            if not self.includes:
+                page["included"] = []
         return page
 
     def with_instances(self, process):
@@ -420,9 +424,31 @@ def cloudfoundry_api(platform, tls=None):
 
     class Handler(StandIn):
         def do_GET(self):
-            self.answer_json(*platform.handle(self))
+            answer = platform.handle(self)
+            if platform.fault in ("trickle", "endless") and self.path.startswith("/v3/"):
+                self.stream(platform.fault)
+            else:
+                self.answer_json(*answer)
 
         do_POST = do_GET
+
+        def stream(self, fault):
+            """trickle: a byte of the body every half second, for 30 s at most, which no
+            timeout of a read ends; endless: 1 MiB after 1 MiB, 64 MiB at most."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if fault == "trickle":
+                self.send_header("Content-Length", "60")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunk, pause = (b" ", 0.5) if fault == "trickle" else (b" " * (1 << 20), 0)
+            for _ in range(60 if fault == "trickle" else 64):
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except OSError:  # the client gave up, as it should
+                    return
+                time.sleep(pause)
 
         def answer_json(self, status, body, headers=None):
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()

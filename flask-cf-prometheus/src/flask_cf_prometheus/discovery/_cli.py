@@ -5,6 +5,7 @@ status 2; a failed pass is status 1 with --once, and otherwise the loop goes on.
 """
 
 import argparse
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -52,7 +53,14 @@ def _host_and_port(text):
     """HOST:PORT, [IPv6]:PORT, for argparse: an address and a port, never a port alone
     (which would listen on every address)."""
     host, _, port = text.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            valid = bool(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            valid = False
+    else:
+        valid = bool(host) and not set(host) & set("[]:")
+    if not valid or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return text
 
@@ -65,12 +73,21 @@ def _shard(text):
     return int(match[1]), int(match[2])
 
 
-def _seconds(text):
-    """A positive number of seconds, for argparse."""
-    value = float(text)
-    if not 0 < value < 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
-    return value
+def _seconds(minimum):
+    """A number of seconds from `minimum` to a day, for argparse."""
+
+    def seconds(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not minimum <= value <= 86400:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of seconds from {minimum:g} to 86400"
+            )
+        return value
+
+    return seconds
 
 
 def _arguments(argv):
@@ -85,7 +102,10 @@ def _arguments(argv):
         "--once", action="store_true", help="one pass (and reload), then exit: for cron"
     )
     parser.add_argument(
-        "--interval", type=_seconds, default=30, help="seconds between passes (default 30)"
+        "--interval",
+        type=_seconds(0.1),
+        default=30,
+        help="seconds between passes (default 30)",
     )
     parser.add_argument(
         "--output",
@@ -112,7 +132,16 @@ def _arguments(argv):
         help="HOST:PORT to serve cf-discovery's own metrics at (default %(default)s)",
     )
     parser.add_argument(
-        "--timeout", type=_seconds, default=10, help="seconds to wait for an answer (default 10)"
+        "--timeout",
+        type=_seconds(0.1),
+        default=10,
+        help="seconds to wait for each read of an answer (default 10)",
+    )
+    parser.add_argument(
+        "--pass-timeout",
+        type=_seconds(1),
+        default=300,
+        help="seconds a whole pass may take, or it fails and the files stay (default 300)",
     )
     parser.add_argument(
         "--scheme",
@@ -156,7 +185,14 @@ def main(argv=None):
         url = _api_url(os.environ.get("CF_API", "").strip())
         uaa = os.environ.get("CF_UAA_URL", "").strip()
         uaa = _secure_url(uaa, "CF_UAA_URL") if uaa else None
-        api = _Api(url, _grant(os.environ), options.timeout, _tls_context(os.environ), uaa)
+        api = _Api(
+            url,
+            _grant(os.environ),
+            options.timeout,
+            _tls_context(os.environ),
+            uaa,
+            options.pass_timeout,
+        )
         foundation = _foundation_name(os.environ, url)
         lock = _locked(options.output, foundation)
     except _DiscoveryError as error:

@@ -126,14 +126,40 @@ def _retry_after(headers, now):
     return None
 
 
-def _fetch_json(request, what, timeout, context):
-    """The JSON of the answer to `request`. Any failure is a _DiscoveryError of one line
-    that names `what` was asked, with the API's own words and how long it asks to wait."""
+# The most an answer may hold: a page of 5000 apps with their metadata is a few MB.
+_MAX_BODY_BYTES = 50 << 20
+# What is read of an error's body, for its CF error.
+_MAX_ERROR_BYTES = 1 << 16
+
+
+def _read_body(response, what, deadline):
+    """The body of `response`, read as it arrives until `deadline` (time.monotonic()):
+    a timeout bounds each read, and an answer that trickles in would pass every one."""
+    length = response.getheader("Content-Length", "")
+    if length.isdigit() and int(length) > _MAX_BODY_BYTES:
+        raise _DiscoveryError(f"{what} answered more than {_MAX_BODY_BYTES >> 20} MB")
+    chunks, size = [], 0
+    while chunk := response.read1(1 << 16):
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            raise _DiscoveryError(f"{what} answered more than {_MAX_BODY_BYTES >> 20} MB")
+        if time.monotonic() > deadline:
+            raise _DiscoveryError(f"{what} did not answer in time: its answer still trickled in")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fetch_json(request, what, timeout, context, deadline=None):
+    """The JSON of the answer to `request`, read whole by `deadline` (default: `timeout`
+    from now). Any failure is a _DiscoveryError of one line that names `what` was asked,
+    with the API's own words and how long it asks to wait."""
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     try:
         with _open_url(request, timeout, context) as response:
-            body = response.read()
+            body = _read_body(response, what, deadline)
     except urllib.error.HTTPError as error:
-        detail = _cf_error(error.read())
+        detail = _cf_error(error.read(_MAX_ERROR_BYTES))
         message = f"{what} answered {error.code} {error.reason}"
         wait = _retry_after(error.headers, time.time()) if error.code == 429 else None
         if wait is not None:

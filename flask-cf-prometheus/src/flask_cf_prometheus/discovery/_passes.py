@@ -49,7 +49,7 @@ def _summary(found, skipped, targets, changed, requests):
 def _one_pass(api, fleet):
     """Discover and write; return what was found and what changed. _DiscoveryError
     leaves every file as it was."""
-    api.requests = 0
+    api.start_pass()
     try:
         found, skipped = _discover(api)
         wanted = _instance_jobs(found, fleet.settings)

@@ -18,6 +18,8 @@ _JOB_ANNOTATION = "prometheus.io/job"
 _AUTH_MODES = ("app-guid", "none")
 # The suffix cf-blue-green-deploy (and the like) give the old app during a deploy.
 _RENAMED_SUFFIX = "-venerable"
+# More instances than one process can have: CF caps them far below (max_app_instances).
+_MAX_INSTANCES = 10_000
 _GUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 # What each reason for not scraping a labelled app means, for the log.
 _SKIPPED = {
@@ -133,7 +135,13 @@ def _discover(api):
     for process in _web_processes(api, guids):
         app_guid = process["relationships"]["app"]["data"]["guid"]
         # During a rolling or canary deploy an app has two web processes.
-        processes.setdefault(app_guid, {})[process["guid"]] = int(process["instances"])
+        instances = int(process["instances"])
+        if instances > _MAX_INSTANCES:
+            raise _DiscoveryError(
+                f"the API says process {process['guid']} has {instances} instances,"
+                f" more than {_MAX_INSTANCES}"
+            )
+        processes.setdefault(app_guid, {})[process["guid"]] = instances
         for instance in process.get("process_instances") or []:
             states[(process["guid"], int(instance["index"]))] = instance["state"]
     listed, included = api.list_by_app("/v3/routes", guids, include="domain")
@@ -157,10 +165,15 @@ def _discover(api):
         if reason:
             skipped[app["guid"]] = (app["name"], reason)
             continue
-        space = spaces.get(app["relationships"]["space"]["data"]["guid"], {})
-        organization_guid = (
-            space.get("relationships", {}).get("organization", {}).get("data", {}).get("guid")
-        )
+        space = spaces.get(app["relationships"]["space"]["data"]["guid"])
+        organization_guid = (space or {}).get("relationships", {}).get("organization", {})
+        organization_guid = organization_guid.get("data", {}).get("guid")
+        if space is None or organization_guid not in organizations:
+            # Asked for with include=space.organization: an answer without them would
+            # blank every target's cf_space and cf_org.
+            raise _DiscoveryError(
+                f"GET /v3/apps answered without the space and organization of app {app['guid']}"
+            )
         auth = annotations.get(_AUTH_ANNOTATION) or "app-guid"
         scraped = {
             "guid": app["guid"],
