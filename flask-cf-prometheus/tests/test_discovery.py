@@ -27,6 +27,8 @@ from .standins.cloudfoundry import CloudFoundry, cloudfoundry_api
 from .standins.loopback import StandIn, free_loopback_port, serving
 
 SECRET = "discovery-secret"
+# Every secret these tests give cf-discovery: none may reach its log.
+SECRETS = (SECRET, "s3cret", "user-password", "pa55word")
 FOUNDATION = "lab"
 LABELS = {"prometheus.io/scrape": "true"}
 PATH, JOB = "prometheus.io/path", "prometheus.io/job"
@@ -88,8 +90,11 @@ def discovery(platform, output, *arguments, **environ):
 
 
 def messages(log):
+    """The messages of cf-discovery's log, each line checked: it starts with the time,
+    and holds no secret."""
     lines = log.splitlines()
     assert all(LOG_LINE.fullmatch(line) for line in lines), log
+    assert not [secret for secret in SECRETS if secret in log], log
     return [LOG_LINE.fullmatch(line)[1] for line in lines]
 
 

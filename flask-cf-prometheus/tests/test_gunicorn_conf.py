@@ -551,3 +551,23 @@ def test_child_exit_sets_aside_a_file_no_reader_can_read(metrics_dir, caplog):
     assert sorted(path.name for path in metrics_dir.iterdir() if "4244" in path.name) == [
         "counter_4244.db.1.unreadable"
     ]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_lock_that_is_not_a_regular_file_of_ours_is_never_written_through(tmp_path, kind):
+    """A .lock replaced while the service runs: the fold, which writes the lock's
+    generation, once wrote through a symbolic link over an SQLite database's header."""
+    database = tmp_path / "app.db"
+    original = b"SQLite format 3\0" + bytes(100)
+    database.write_bytes(original)
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    if kind == "symlink":
+        (directory / ".lock").symlink_to(database)
+    else:
+        os.mkfifo(directory / ".lock")
+
+    with pytest.raises(OSError, match=r"\.lock"):
+        folding.mark_worker_dead(123, directory, live=[])
+
+    assert database.read_bytes() == original

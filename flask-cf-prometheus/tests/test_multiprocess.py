@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -481,6 +482,42 @@ def test_a_file_no_reader_can_read_never_fails_a_scrape(directory, caplog):
 
     said = [record.message for record in caplog.records if record.name.endswith("multiprocess")]
     assert len(said) == unreadable, "each said once, not at every scrape"
+
+
+def sparse_metric_file(path, size):
+    """A file named like a metric file whose header claims `size` bytes in use, of which
+    the disk holds none: a hole where its values would be."""
+    with path.open("wb") as file:
+        file.write(struct.pack("i", size - 8))
+        file.truncate(size)
+
+
+def test_a_sparse_file_or_a_link_costs_a_scrape_no_more_than_a_clean_one(directory):
+    """A 2 GiB sparse file once made every scrape read it whole: 2 GiB per worker, 4 to
+    16 s. A scrape reads what a live metric file can hold, and no more."""
+    serve_requests(1510, [0.2, 0.3])
+    tracemalloc.start()
+    try:
+        clean = scrape_peak(directory)
+        sparse_metric_file(directory / "counter_1511.db", 256 << 20)
+        (directory / "elsewhere").mkdir()
+        sparse_metric_file(directory / "elsewhere" / "big.db", 256 << 20)
+        (directory / "counter_1512.db").symlink_to(directory / "elsewhere" / "big.db")
+        hostile = scrape_peak(directory)
+    finally:
+        tracemalloc.stop()
+
+    assert value(directory, "requests_total", code="200") == 2
+    assert value(directory, "metrics_files_unreadable") == 2
+    assert hostile <= 3 * clean, (hostile, clean)
+
+
+def scrape_peak(directory):
+    """The most memory a scrape of `directory` allocated, in bytes."""
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    generate_latest(scrape(directory))
+    return tracemalloc.get_traced_memory()[1] - before
 
 
 def test_a_fold_sets_an_aggregate_it_cannot_read_aside(directory):

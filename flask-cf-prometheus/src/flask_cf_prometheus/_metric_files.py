@@ -9,6 +9,7 @@ Versions). With any other, scrapes use prometheus_client's own reader: slower, n
 """
 
 import json
+import math
 import mmap
 import os
 import re
@@ -119,6 +120,10 @@ def read_file(path, length, *, claimed=False):
     with open(path, "rb", buffering=0) as file:
         if claimed:
             length = min(length, os.fstat(file.fileno()).st_size)
+            if _first_hole(file.fileno()) < length:
+                # prometheus_client writes every byte a file uses: a hole there is a
+                # sparse file, which claims gigabytes that would be read at every scrape.
+                raise Unreadable
         buffer = bytearray(WORD + length)
         view = memoryview(buffer)
         got = 0
@@ -132,6 +137,17 @@ def read_file(path, length, *, claimed=False):
         raise Unreadable
     del buffer[WORD + got :]
     return buffer
+
+
+def _first_hole(descriptor):
+    """Where the file's first hole begins (its size if it has none, or if the filesystem
+    cannot say); the file's offset is left at its start."""
+    try:
+        return os.lseek(descriptor, 0, os.SEEK_HOLE)
+    except OSError:
+        return math.inf
+    finally:
+        os.lseek(descriptor, 0, os.SEEK_SET)
 
 
 def doubles(buffer):

@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError
@@ -72,7 +73,13 @@ def locked(directory, operation):
     try:
         descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        descriptor = os.open(lock, os.O_RDWR)
+        # Never through a symbolic link, into a pipe, or into another user's file: the
+        # fold writes the generation into it.
+        descriptor = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+            os.close(descriptor)
+            raise OSError(errno.EPERM, f"{lock} is not a regular file of this service's") from None
     else:
         new_generation(descriptor)  # a new directory, whose files are all new
     try:

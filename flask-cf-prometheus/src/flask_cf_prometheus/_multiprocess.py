@@ -86,8 +86,12 @@ class LockedCollector:
                     _say_once(f"Scrapes read these metric files with prometheus_client: {error}")
             if read is None:
                 # A worker creates its file empty and then sizes it: an empty file has no
-                # values yet.
-                sized = [path for path in files if os.path.isfile(path) and os.path.getsize(path)]
+                # values yet. A link is never a metric file.
+                sized = [
+                    path
+                    for path in files
+                    if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path)
+                ]
                 read, unreadable = merge_readable(sized)
         for path in unreadable:
             _say_once(f"Scrapes skip {path}, which is not a metric file prometheus_client can read")

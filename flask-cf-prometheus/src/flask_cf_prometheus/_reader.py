@@ -24,6 +24,7 @@ from ._metric_files import (
     INTEGER,
     UNREADABLE_ERRORS,
     WORD,
+    Unreadable,
     doubles,
     kind_of,
     read_file,
@@ -156,7 +157,11 @@ class Reader:
             name = os.path.basename(path)
             seen.add(name)
             try:
-                status = os.stat(path)
+                status = os.lstat(path)
+                if stat.S_ISLNK(status.st_mode):
+                    # Never a metric file: a link to one elsewhere (a sparse file of
+                    # gigabytes, say) is not read.
+                    raise Unreadable
                 if not stat.S_ISREG(status.st_mode) or not status.st_size:
                     continue
                 view, state = self._read_file(path, name, status, generation)
