@@ -995,6 +995,16 @@ def test_once_reloads_prometheus_and_says_when_it_cannot(platform, tmp_path):
     assert asked == ["/-/reload"] * 4, "refused twice, then once, none unchanged, once scaled"
 
 
+def test_a_prometheus_url_with_credentials_is_never_logged_with_them(platform, tmp_path):
+    platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
+    url = f"http://admin:pa55word@127.0.0.1:{free_loopback_port()}"
+
+    code, log = discovery(platform, tmp_path / "cf-targets", f"--prometheus={url}")
+
+    assert code == 1
+    assert log[-1].startswith("Prometheus at http://***@127.0.0.1:")
+
+
 def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(platform, tmp_path):
     platform.push("payments-api", platform.live, "payments.example.com", 3, LABELS)
     stopped = platform.push("reports", platform.live, "reports.example.com", 1, LABELS)

@@ -34,7 +34,13 @@ HOOKS = (
 def _a_new_master(monkeypatch):
     """Each test's hooks run as in a master of their own: none serving yet, no directory
     claimed; the claim a test made is let go."""
-    for name, value in [("_directory", None), ("_in_force", None), ("_serving", False)]:
+    for name, value in [
+        ("_directory", None),
+        ("_in_force", None),
+        ("_serving", False),
+        ("_fold_failure_said_at", None),
+        ("_fold_failures_unsaid", 0),
+    ]:
         monkeypatch.setattr(gunicorn, name, value)
     monkeypatch.setattr(gunicorn, "_claimed", None)
     yield
@@ -571,3 +577,30 @@ def test_a_lock_that_is_not_a_regular_file_of_ours_is_never_written_through(tmp_
         folding.mark_worker_dead(123, directory, live=[])
 
     assert database.read_bytes() == original
+
+
+def test_a_disk_that_stays_full_says_so_once_a_minute_without_a_traceback(
+    metrics_dir, monkeypatch, caplog
+):
+    """Workers dying on a full disk, one a second: the log once took a traceback each."""
+
+    def disk_full(*arguments, **options):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    clock = [1000.0]
+    monkeypatch.setattr(folding, "mark_worker_dead", disk_full)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    conf = load()
+    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
+
+    with caplog.at_level(logging.ERROR, logger="gunicorn.error"):
+        for pid in range(5000, 5120):  # two minutes of deaths
+            conf["child_exit"](server=server, worker=SimpleNamespace(pid=pid))
+            clock[0] += 1
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "Could not fold the metrics of dead worker 5000: [Errno 28] No space left on device",
+        "Could not fold the metrics of dead worker 5060: [Errno 28] No space left on device"
+        " (59 more since)",
+    ]
+    assert not [record for record in caplog.records if record.exc_info]

@@ -31,6 +31,12 @@ _directory = None
 _in_force = None
 _serving = False
 _claimed = None
+# A worker that cannot allocate its metric files (a full disk) exits after this pause, at
+# most: the master starts another then, rather than in a tight loop.
+BOOT_RETRY_SECONDS = 10.0
+# When the master last said a fold failed, and how many failures it has not said since.
+_fold_failure_said_at = None
+_fold_failures_unsaid = 0
 
 
 def settings(environ=os.environ):
@@ -120,7 +126,7 @@ def post_fork(server, worker):
         # master): the other workers go on serving, and the master starts another after
         # a pause, rather than in a tight loop.
         server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
-        time.sleep(min(1.0, server.cfg.timeout / 2))
+        time.sleep(min(BOOT_RETRY_SECONDS, server.cfg.timeout / 2))
         raise SystemExit(1) from error
     from . import _workers
 
@@ -164,8 +170,23 @@ def child_exit(server, worker):
             # A worker counts its own exit (worker_exit, worker_abort) unless it cannot.
             unexplained_exit=("gunicorn_worker_exits", "killed"),
         )
+    except OSError as error:
+        # A full disk, say: the files not yet folded stay where they are, scrapes go on
+        # counting them, and the next worker exit tries again.
+        _say_fold_failure(server, worker.pid, error)
     except Exception:
-        # An error here would stop gunicorn's master, and with it every worker. The files
-        # not yet folded stay where they are, scrapes go on counting them, and the next
-        # worker exit tries again (a full disk may have room by then).
+        # An error here would stop gunicorn's master, and with it every worker.
         server.log.exception("Could not fold the metrics of dead worker %s", worker.pid)
+
+
+def _say_fold_failure(server, pid, error):
+    """One line, once a minute at the most, however often workers die on a full disk:
+    with how many failures went unsaid since the last."""
+    global _fold_failure_said_at, _fold_failures_unsaid
+    now = time.monotonic()
+    if _fold_failure_said_at is not None and now - _fold_failure_said_at < 60:
+        _fold_failures_unsaid += 1
+        return
+    more = f" ({_fold_failures_unsaid} more since)" if _fold_failures_unsaid else ""
+    server.log.error("Could not fold the metrics of dead worker %s: %s%s", pid, error, more)
+    _fold_failure_said_at, _fold_failures_unsaid = now, 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from ._api import _Api, _api_url
 from ._errors import _DiscoveryError
 from ._files import _Fleet, _locked
-from ._http import _secure_url, _tls_context
+from ._http import _redacted, _secure_url, _tls_context
 from ._jobs import _foundation_name, _Settings
 from ._passes import _log, _run
 from ._uaa import _grant
@@ -45,7 +45,7 @@ def _http_url(text):
     except ValueError:
         valid = False
     if not valid:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+        raise argparse.ArgumentTypeError(f"{_redacted(text)!r} is not an http:// or https:// URL")
     return text
 
 

@@ -45,6 +45,17 @@ def _secure_url(value, name):
     )
 
 
+def _redacted(url):
+    """`url` as a log line or an error may show it: credentials in it are replaced."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+    except ValueError:
+        return "that URL"
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def _origin(url):
     """Scheme, host and port, as a browser compares origins."""
     parts = urllib.parse.urlsplit(url)

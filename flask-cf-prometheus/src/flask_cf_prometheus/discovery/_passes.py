@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from ._errors import _DiscoveryError
+from ._http import _redacted
 from ._jobs import _instance_jobs
 from ._metrics import _Health, _reload_prometheus
 from ._selection import _SCRAPE_LABEL, _SKIPPED, _discover
@@ -117,7 +118,7 @@ def _run(options, api, fleet):
                 _reload_prometheus(options.prometheus, options.timeout)
             except _DiscoveryError as error:
                 health.add("cf_discovery_reloads_total", "result", "failure")
-                _log(f"Prometheus at {options.prometheus} did not reload: {error}")
+                _log(f"Prometheus at {_redacted(options.prometheus)} did not reload: {error}")
                 code = 1
             else:
                 health.add("cf_discovery_reloads_total", "result", "success")
