@@ -40,6 +40,8 @@ def _a_new_master(monkeypatch):
         ("_serving", False),
         ("_fold_failure_said_at", None),
         ("_fold_failures_unsaid", 0),
+        ("_allocation_may_say", True),
+        ("_allocation_said_at", None),
     ]:
         monkeypatch.setattr(gunicorn, name, value)
     monkeypatch.setattr(gunicorn, "_claimed", None)
@@ -582,25 +584,35 @@ def test_a_lock_that_is_not_a_regular_file_of_ours_is_never_written_through(tmp_
 def test_a_disk_that_stays_full_says_so_once_a_minute_without_a_traceback(
     metrics_dir, monkeypatch, caplog
 ):
-    """Workers dying on a full disk, one a second: the log once took a traceback each."""
+    """Workers dying on a full disk, and each replacement unable to get its files, one a
+    second: the log once took a traceback for each, and a line for each boot."""
 
     def disk_full(*arguments, **options):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     clock = [1000.0]
-    monkeypatch.setattr(folding, "mark_worker_dead", disk_full)
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
     conf = load()
-    server = SimpleNamespace(WORKERS={}, log=logging.getLogger("gunicorn.error"))
+    monkeypatch.setattr(folding, "mark_worker_dead", disk_full)
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=0))
+    server = SimpleNamespace(
+        WORKERS={}, log=logging.getLogger("gunicorn.error"), cfg=SimpleNamespace(timeout=30)
+    )
 
     with caplog.at_level(logging.ERROR, logger="gunicorn.error"):
-        for pid in range(5000, 5120):  # two minutes of deaths
+        for pid in range(5000, 5120):  # two minutes of deaths and failed replacements
             conf["child_exit"](server=server, worker=SimpleNamespace(pid=pid))
+            with pytest.raises(SystemExit):
+                conf["post_fork"](server=server, worker=SimpleNamespace(pid=pid + 1000))
             clock[0] += 1
 
+    full = "[Errno 28] No space left on device"
     assert [record.getMessage() for record in caplog.records] == [
-        "Could not fold the metrics of dead worker 5000: [Errno 28] No space left on device",
-        "Could not fold the metrics of dead worker 5060: [Errno 28] No space left on device"
-        " (59 more since)",
+        f"Could not fold the metrics of dead worker 5000: {full}",
+        f"Worker 6000 cannot allocate its metric files: {full}",
+        f"Could not fold the metrics of dead worker 5060: {full} (59 more since)",
+        f"Worker 6060 cannot allocate its metric files: {full}",
     ]
     assert not [record for record in caplog.records if record.exc_info]

@@ -273,6 +273,18 @@ def allocate_worker_files(pid, path):
             raise
 
 
+def room_for_a_worker(path):
+    """Whether a worker started now could get its files: a spare set, or room for them.
+    (A guess: the disk may fill or free before it asks.)"""
+    directory = Path(path)
+    if any((directory / f".spare-{number}").is_dir() for number in range(SPARE_SETS)):
+        return True
+    try:
+        return shutil.disk_usage(directory).free >= sum(WORKER_FILE_SIZES.values())
+    except OSError:
+        return True  # the worker will say why, if it fails
+
+
 def _claim_spare(pid, directory):
     for number in range(SPARE_SETS):
         claimed = directory / f".spare-claimed-{pid}"

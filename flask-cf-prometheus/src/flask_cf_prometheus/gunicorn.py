@@ -37,6 +37,10 @@ BOOT_RETRY_SECONDS = 10.0
 # When the master last said a fold failed, and how many failures it has not said since.
 _fold_failure_said_at = None
 _fold_failures_unsaid = 0
+# Whether the next worker forked may say it cannot get its files (set in the master,
+# read in the worker the fork copies it into), and when the master last let one.
+_allocation_may_say = True
+_allocation_said_at = None
 
 
 def settings(environ=os.environ):
@@ -125,7 +129,8 @@ def post_fork(server, worker):
         # SIGBUS mid-request. Exit instead (not as a boot error, which would stop the
         # master): the other workers go on serving, and the master starts another after
         # a pause, rather than in a tight loop.
-        server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
+        if _allocation_may_say:
+            server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
         time.sleep(min(BOOT_RETRY_SECONDS, server.cfg.timeout / 2))
         raise SystemExit(1) from error
     from . import _workers
@@ -162,6 +167,7 @@ def child_exit(server, worker):
     aggregate files."""
     from . import _fold
 
+    _let_the_replacement_say(_directory)
     try:
         _fold.mark_worker_dead(
             worker.pid,
@@ -190,3 +196,16 @@ def _say_fold_failure(server, pid, error):
     more = f" ({_fold_failures_unsaid} more since)" if _fold_failures_unsaid else ""
     server.log.error("Could not fold the metrics of dead worker %s: %s%s", pid, error, more)
     _fold_failure_said_at, _fold_failures_unsaid = now, 0
+
+
+def _let_the_replacement_say(directory):
+    """Before the master forks the replacement of a dead worker: on a disk that stays
+    full, every replacement fails to get its files; one a minute says so."""
+    global _allocation_may_say, _allocation_said_at
+    now = time.monotonic()
+    if _metrics_directory.room_for_a_worker(directory):
+        _allocation_may_say = True
+    elif _allocation_said_at is None or now - _allocation_said_at >= 60:
+        _allocation_may_say, _allocation_said_at = True, now
+    else:
+        _allocation_may_say = False
