@@ -280,6 +280,7 @@ def test_a_number_past_pythons_conversion_limit_is_one_line(variable):
     assert str(error.value) == (
         f"{variable}={'9' * 40!r}... must be a whole number from {low} to {high}"
     )
+    assert check_environ({variable: "0" * 5000 + str(high)}) is not None, "leading zeros"
 
 
 def test_a_zone_in_an_address_is_refused_saying_to_leave_it_out():

@@ -439,7 +439,7 @@ def test_instances_the_api_says_are_not_running_are_labelled_with_their_state(pl
         (
             "trickle",
             ["--timeout=2", "--pass-timeout=3"],
-            "GET /v3/apps did not answer in time: its answer still trickled in",
+            "the pass took longer than --pass-timeout=3 s",
         ),
         ("endless", [], "GET /v3/apps answered more than 50 MB"),
         (
@@ -464,43 +464,48 @@ def test_a_failing_api_leaves_the_last_good_targets(platform, tmp_path, fault, a
     assert snapshot(output) == good
 
 
-@pytest.mark.parametrize(
-    ("answer", "reason"),
-    [
-        (
-            "instances",
-            "the API says process {process} has 5000000 instances, more than 10000",
-        ),
-        (
-            "included",
-            "GET /v3/apps answered without the space and organization of app {app}",
-        ),
-    ],
-)
-def test_an_answer_past_sense_fails_the_pass_and_keeps_the_files(
-    platform, tmp_path, answer, reason
-):
-    """A process claiming millions of instances once took 4 GiB; an answer without the
-    spaces it was asked to include blanked every target's cf_space and cf_org."""
+def test_an_answer_without_what_it_was_asked_to_include_fails_the_pass(platform, tmp_path):
+    """It once blanked every target's cf_space and cf_org, silently."""
     app = platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
-    [process] = list(platform.processes)
     output = tmp_path / "cf-targets"
     assert discovery(platform, output)[0] == 0
     good = snapshot(output)
 
-    if answer == "instances":
-        # Without each instance embedded: with them, the answer is past 50 MB, refused too.
-        platform.embeds_instances = False
-        platform.processes[process]["instances"] = 5_000_000
-    else:
-        platform.includes = False
+    platform.includes = False
     code, log = discovery(platform, output)
 
     assert (code, log) == (
         1,
-        ["pass failed, the last good targets stay: " + reason.format(process=process, app=app)],
+        [
+            "pass failed, the last good targets stay: GET /v3/apps answered without the"
+            f" space and organization of app {app}"
+        ],
     )
     assert snapshot(output) == good
+
+
+def test_an_app_claiming_millions_of_instances_is_skipped_alone(platform, tmp_path):
+    """One claiming 5,000,000 once drove cf-discovery past 4 GiB. Failing the pass for
+    it would freeze every other app's targets: that app alone is skipped."""
+    platform.push("payments-api", platform.live, "payments.example.com", 2, LABELS)
+    huge = platform.push("huge", platform.live, "huge.example.com", 1, LABELS)
+    [process] = [
+        guid
+        for guid, process in platform.processes.items()
+        if process["relationships"]["app"]["data"]["guid"] == huge
+    ]
+    # Without each instance embedded: with them, the answer is past 50 MB, refused too.
+    platform.embeds_instances = False
+    platform.processes[process]["instances"] = 5_000_000
+    output = tmp_path / "cf-targets"
+
+    code, log = discovery(platform, output)
+
+    assert code == 0, log
+    assert summary(log)[:4] == (2, 1, 1, 2)
+    assert log[0] == (
+        f"not scraping app huge ({huge}): a web process claims more instances than one can have"
+    )
 
 
 def apps_asked(platform, count):
@@ -858,6 +863,11 @@ def test_links_by_the_apis_own_name_are_followed_through_the_name_it_was_given(p
             " set CF_USERNAME and CF_PASSWORD_FILE instead",
         ),
         (
+            {"CF_API": "https://prometheus:pa55word#x@api.example.com"},
+            "CF_API must not hold credentials (user:password@):"
+            " set CF_USERNAME and CF_PASSWORD_FILE instead",
+        ),
+        (
             {"CF_CA_CERT": "/nonexistent/ca.pem"},
             "CF_CA_CERT='/nonexistent/ca.pem' is not a readable PEM file:"
             " No such file or directory",
@@ -995,14 +1005,17 @@ def test_once_reloads_prometheus_and_says_when_it_cannot(platform, tmp_path):
     assert asked == ["/-/reload"] * 4, "refused twice, then once, none unchanged, once scaled"
 
 
-def test_a_prometheus_url_with_credentials_is_never_logged_with_them(platform, tmp_path):
-    platform.push("payments-api", platform.live, "payments.example.com", 1, LABELS)
-    url = f"http://admin:pa55word@127.0.0.1:{free_loopback_port()}"
+@pytest.mark.parametrize("password", ["pa55word", "pa55word#x", "pa55word/x"])
+def test_a_prometheus_url_with_credentials_is_refused_unquoted(platform, tmp_path, password):
+    """urllib would not send them, and a log would show them."""
+    url = f"http://admin:{password}@127.0.0.1:9090"
 
-    code, log = discovery(platform, tmp_path / "cf-targets", f"--prometheus={url}")
+    completed = cf_discovery(platform, "--once", f"--prometheus={url}", "--output", tmp_path)
 
-    assert code == 1
-    assert log[-1].startswith("Prometheus at http://***@127.0.0.1:")
+    assert completed.returncode == 2
+    assert "the URL must not hold credentials (user:password@)" in completed.stderr
+    assert "pa55word" not in completed.stderr
+    assert platform.requests == []
 
 
 def test_its_own_metrics_say_what_it_found_skipped_and_reloaded(platform, tmp_path):

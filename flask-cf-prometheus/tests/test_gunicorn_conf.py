@@ -1,5 +1,6 @@
 import errno
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -40,8 +41,7 @@ def _a_new_master(monkeypatch):
         ("_serving", False),
         ("_fold_failure_said_at", None),
         ("_fold_failures_unsaid", 0),
-        ("_allocation_may_say", True),
-        ("_allocation_said_at", None),
+        ("_allocation_said_at", mmap.mmap(-1, 8)),
     ]:
         monkeypatch.setattr(gunicorn, name, value)
     monkeypatch.setattr(gunicorn, "_claimed", None)
@@ -142,7 +142,8 @@ def test_a_bad_log_format_stops_gunicorn(metrics_dir):
 def test_on_starting_empties_the_metrics_directory_of_a_previous_runs_files(metrics_dir):
     metrics_dir.mkdir()
     old_run = ["counter_123.db", "gauge_livesum_123.db", "histogram_aggregate.db"]
-    for name in [*old_run, ".counter_aggregate.staging", "counter_9.db.4.unreadable"]:
+    leftovers = [".counter_aggregate.staging", "counter_9.db.4.unreadable", "exemplars_123.bin"]
+    for name in [*old_run, *leftovers]:
         (metrics_dir / name).write_bytes(b"old run")
     (metrics_dir / ".lock").write_bytes(bytes(16))
     (metrics_dir / ".spare-claimed-123").mkdir()

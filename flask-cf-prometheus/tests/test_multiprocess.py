@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from flask_cf_prometheus._fold import mark_worker_dead
+from flask_cf_prometheus._metric_files import claims_a_hole
 from flask_cf_prometheus._metrics_directory import (
     WORKER_FILE_SIZES,
     allocate_worker_files,
@@ -510,6 +511,9 @@ def test_a_sparse_file_or_a_link_costs_a_scrape_no_more_than_a_clean_one(directo
     assert value(directory, "requests_total", code="200") == 2
     assert value(directory, "metrics_files_unreadable") == 2
     assert hostile <= 3 * clean, (hostile, clean)
+    # The same check for prometheus_client's reader, where scrapes fall back to it.
+    assert claims_a_hole(directory / "counter_1511.db")
+    assert not claims_a_hole(directory / "counter_1510.db")
 
 
 def scrape_peak(directory):

@@ -139,6 +139,19 @@ def read_file(path, length, *, claimed=False):
     return buffer
 
 
+def claims_a_hole(path):
+    """Whether the file's header claims bytes where the file holds a hole: read_file's
+    check, for the files handed to prometheus_client's reader, which reads them all."""
+    try:
+        with open(path, "rb", buffering=0) as file:
+            header = file.read(INTEGER.size)
+            used = INTEGER.unpack(header)[0] if len(header) == INTEGER.size else 0
+            length = min(used, os.fstat(file.fileno()).st_size)
+            return _first_hole(file.fileno()) < length
+    except OSError:
+        return False
+
+
 def _first_hole(descriptor):
     """Where the file's first hole begins (its size if it has none, or if the filesystem
     cannot say); the file's offset is left at its start."""

@@ -45,7 +45,10 @@ VALUE_FILE = re.compile(
 )
 # A file a fold could not read is renamed with this suffix, out of the scrapes' way.
 UNREADABLE_SUFFIX = ".unreadable"
-OWN_FILE = re.compile(r"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable")
+# Exemplar files (one per worker, and the aggregate) are named now, before they exist, so
+# that a directory holding them is one the service owns: not .db, which both readers read.
+EXEMPLAR_FILE = re.compile(r"exemplars_(\d+|aggregate)\.bin")
+OWN_FILE = re.compile(rf"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable|{EXEMPLAR_FILE.pattern}")
 # Spare sets, numbered below SPARE_SETS, and one a worker is claiming.
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
@@ -136,8 +139,13 @@ def claim(path):
             f"{setting} belongs to a service that is running ({owner}): give each service"
             " a directory of its own"
         ) from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    except OSError as error:
+        os.close(descriptor)
+        raise ConfigError(f"{setting} cannot be claimed: {error.strerror}") from None
+    # Who holds it, for the message another start gives; the lock alone is the claim.
+    with contextlib.suppress(OSError):  # a full disk, say
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     return descriptor
 
 
@@ -271,18 +279,6 @@ def allocate_worker_files(pid, path):
                 for prefix in WORKER_FILE_SIZES:
                     (directory / f"{prefix}_{pid}.db").unlink(missing_ok=True)
             raise
-
-
-def room_for_a_worker(path):
-    """Whether a worker started now could get its files: a spare set, or room for them.
-    (A guess: the disk may fill or free before it asks.)"""
-    directory = Path(path)
-    if any((directory / f".spare-{number}").is_dir() for number in range(SPARE_SETS)):
-        return True
-    try:
-        return shutil.disk_usage(directory).free >= sum(WORKER_FILE_SIZES.values())
-    except OSError:
-        return True  # the worker will say why, if it fails
 
 
 def _claim_spare(pid, directory):

@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 
 from ._merge_plan import PlanError
-from ._metric_files import merge_readable
+from ._metric_files import claims_a_hole, merge_readable
 from ._metrics_directory import GENERATION_BYTES, UNREADABLE_SUFFIX, locked, read_generation
 from ._reader import Reader, Scrape
 from ._rendering import Families
@@ -86,11 +86,14 @@ class LockedCollector:
                     _say_once(f"Scrapes read these metric files with prometheus_client: {error}")
             if read is None:
                 # A worker creates its file empty and then sizes it: an empty file has no
-                # values yet. A link is never a metric file.
+                # values yet. A link, or a sparse file, is never a metric file.
                 sized = [
                     path
                     for path in files
-                    if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path)
+                    if os.path.isfile(path)
+                    and not os.path.islink(path)
+                    and os.path.getsize(path)
+                    and not claims_a_hole(path)
                 ]
                 read, unreadable = merge_readable(sized)
         for path in unreadable:

@@ -46,7 +46,7 @@ def _whole_number(environ, name, default, minimum, maximum):
         return default
     # Digits only, and few: int() refuses past 4,300 digits with a ValueError of its own.
     digits = value.isascii() and value.isdigit() and len(value.lstrip("0")) <= len(str(maximum))
-    number = int(value) if digits else None
+    number = int(value.lstrip("0") or "0") if digits else None
     if number is None or not minimum <= number <= maximum:
         raise ConfigError(
             f"{name}={_shown(value)} must be a whole number from {minimum} to {maximum}"

@@ -14,7 +14,9 @@ the value and the rule. The hooks keep the workers' metric files exact
 """
 
 import logging
+import mmap
 import os
+import struct
 import time
 
 from . import _logs, _metrics_directory
@@ -37,10 +39,9 @@ BOOT_RETRY_SECONDS = 10.0
 # When the master last said a fold failed, and how many failures it has not said since.
 _fold_failure_said_at = None
 _fold_failures_unsaid = 0
-# Whether the next worker forked may say it cannot get its files (set in the master,
-# read in the worker the fork copies it into), and when the master last let one.
-_allocation_may_say = True
-_allocation_said_at = None
+# When a worker last said it cannot get its metric files (time.monotonic(), which every
+# process reads alike), in memory the master shares with every worker it forks.
+_allocation_said_at = mmap.mmap(-1, struct.calcsize("d"))
 
 
 def settings(environ=os.environ):
@@ -51,7 +52,7 @@ def settings(environ=os.environ):
     global _in_force
     try:
         _in_force = _checked_settings(environ)
-    except ConfigError as error:
+    except (ConfigError, OSError) as error:  # OSError: a file that went as it was listed
         if not _serving:
             raise SystemExit(str(error)) from None
         logging.getLogger("gunicorn.error").warning("Reload kept the settings in force: %s", error)
@@ -129,7 +130,10 @@ def post_fork(server, worker):
         # SIGBUS mid-request. Exit instead (not as a boot error, which would stop the
         # master): the other workers go on serving, and the master starts another after
         # a pause, rather than in a tight loop.
-        if _allocation_may_say:
+        # On a disk that stays full every replacement fails: one a minute says so.
+        last = struct.unpack_from("d", _allocation_said_at)[0]
+        if not last or time.monotonic() - last >= 60:
+            struct.pack_into("d", _allocation_said_at, 0, time.monotonic())
             server.log.error("Worker %s cannot allocate its metric files: %s", worker.pid, error)
         time.sleep(min(BOOT_RETRY_SECONDS, server.cfg.timeout / 2))
         raise SystemExit(1) from error
@@ -167,7 +171,6 @@ def child_exit(server, worker):
     aggregate files."""
     from . import _fold
 
-    _let_the_replacement_say(_directory)
     try:
         _fold.mark_worker_dead(
             worker.pid,
@@ -196,16 +199,3 @@ def _say_fold_failure(server, pid, error):
     more = f" ({_fold_failures_unsaid} more since)" if _fold_failures_unsaid else ""
     server.log.error("Could not fold the metrics of dead worker %s: %s%s", pid, error, more)
     _fold_failure_said_at, _fold_failures_unsaid = now, 0
-
-
-def _let_the_replacement_say(directory):
-    """Before the master forks the replacement of a dead worker: on a disk that stays
-    full, every replacement fails to get its files; one a minute says so."""
-    global _allocation_may_say, _allocation_said_at
-    now = time.monotonic()
-    if _metrics_directory.room_for_a_worker(directory):
-        _allocation_may_say = True
-    elif _allocation_said_at is None or now - _allocation_said_at >= 60:
-        _allocation_may_say, _allocation_said_at = True, now
-    else:
-        _allocation_may_say = False

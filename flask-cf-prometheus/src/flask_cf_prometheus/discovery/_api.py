@@ -4,7 +4,6 @@ Lists are filtered on the server and batched by GUIDs, and pages are followed to
 last, as the cf CLI does. The token goes to the API's own origins only.
 """
 
-import time
 import urllib.parse
 import urllib.request
 
@@ -29,11 +28,9 @@ def _api_url(value):
 class _Api:
     """The CF API v3, with a UAA token from the client credentials or password grant."""
 
-    def __init__(self, url, grant, timeout, context=None, uaa_url=None, pass_timeout=300):
+    def __init__(self, url, grant, timeout, context=None, uaa_url=None):
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.pass_timeout = pass_timeout
-        self.deadline = None  # of the pass under way
         self.context = context
         self.requests = 0  # to the API and UAA, since the pass began
         self.embeds_instances = True  # until the API says it cannot
@@ -41,18 +38,9 @@ class _Api:
         self._token_url = uaa_url.rstrip("/") + "/oauth/token" if uaa_url else None
         self._aliases = None  # origins of the API that its links may name
 
-    def start_pass(self):
-        """Count the pass's requests from zero, and give it --pass-timeout seconds."""
-        self.requests = 0
-        self.deadline = time.monotonic() + self.pass_timeout
-
     def _fetch(self, request, what):
         self.requests += 1
-        deadline = self.deadline or time.monotonic() + self.pass_timeout
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _DiscoveryError(f"the pass took longer than --pass-timeout={self.pass_timeout:g}")
-        return _fetch_json(request, what, min(self.timeout, remaining), self.context, deadline)
+        return _fetch_json(request, what, self.timeout, self.context)
 
     def _root(self):
         """Read the root document: where UAA is, and the API's own name for itself."""

@@ -37,6 +37,14 @@ environment:
 """
 
 
+def _prometheus_url(text):
+    """--prometheus: an http or https URL with a host and no credentials (urllib would
+    not send them, and a log would show them), for argparse."""
+    if "@" in text:
+        raise argparse.ArgumentTypeError("the URL must not hold credentials (user:password@)")
+    return _http_url(text)
+
+
 def _http_url(text):
     """An http or https URL with a host, for argparse."""
     try:
@@ -115,7 +123,7 @@ def _arguments(argv):
     )
     parser.add_argument(
         "--prometheus",
-        type=_http_url,
+        type=_prometheus_url,
         default="http://127.0.0.1:9090",
         help="Prometheus to ask to reload when a job came or went (default %(default)s)",
     )
@@ -185,14 +193,7 @@ def main(argv=None):
         url = _api_url(os.environ.get("CF_API", "").strip())
         uaa = os.environ.get("CF_UAA_URL", "").strip()
         uaa = _secure_url(uaa, "CF_UAA_URL") if uaa else None
-        api = _Api(
-            url,
-            _grant(os.environ),
-            options.timeout,
-            _tls_context(os.environ),
-            uaa,
-            options.pass_timeout,
-        )
+        api = _Api(url, _grant(os.environ), options.timeout, _tls_context(os.environ), uaa)
         foundation = _foundation_name(os.environ, url)
         lock = _locked(options.output, foundation)
     except _DiscoveryError as error:

@@ -40,7 +40,7 @@ def _locked(output, foundation):
 
 # What a YAML string may hold as itself (YAML 1.2, c-printable), less the line breaks
 # YAML would fold (NEL, LS, PS) and the byte order mark; the rest is escaped, as in JSON.
-# Surrogates YAML forbids even escaped: _selection keeps them out of the files.
+# Surrogates YAML forbids even escaped (_yaml_escape).
 _NOT_YAML_TEXT = re.compile(
     "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
@@ -54,7 +54,15 @@ def _serialised(name, content):
     if not name.endswith(".yml"):
         return json.dumps(content, indent=2, sort_keys=True) + "\n"
     text = json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False)
-    return _NOT_YAML_TEXT.sub(lambda found: f"\\u{ord(found[0]):04x}", text) + "\n"
+    return _NOT_YAML_TEXT.sub(_yaml_escape, text) + "\n"
+
+
+def _yaml_escape(found):
+    """JSON's escape of a character YAML cannot hold as itself. A lone surrogate (which
+    _selection keeps out, but a retiring job from a file of an older version may hold)
+    becomes U+FFFD, which YAML takes: escaped, YAML refuses the whole file."""
+    code = ord(found[0])
+    return "\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
 
 
 def _write_files(directory, files):

@@ -21,16 +21,17 @@ from ._errors import _DiscoveryError
 def _secure_url(value, name):
     """An https URL, or http for a loopback address only, with no credentials in it: an
     error names the URL, and a log would then hold them."""
+    # No API's URL holds an @ but for credentials, which are refused unquoted.
+    if "@" in value:
+        raise _DiscoveryError(
+            f"{name} must not hold credentials (user:password@):"
+            " set CF_USERNAME and CF_PASSWORD_FILE instead"
+        )
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 (parsed here, so that a bad port fails here)
     except ValueError as error:
         raise _DiscoveryError(f"{name} is not a URL: {error}") from None
-    if parts.username is not None or parts.password is not None:
-        raise _DiscoveryError(
-            f"{name} must not hold credentials (user:password@):"
-            " set CF_USERNAME and CF_PASSWORD_FILE instead"
-        )
     if parts.scheme == "https" and parts.hostname:
         return value
     if parts.scheme == "http" and parts.hostname:
@@ -46,14 +47,12 @@ def _secure_url(value, name):
 
 
 def _redacted(url):
-    """`url` as a log line or an error may show it: credentials in it are replaced."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-    except ValueError:
-        return "that URL"
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    """`url` as a log line or an error may show it: whatever stands between `//` and the
+    last `@` (credentials, however they parse) replaced."""
+    start, slashes, rest = url.partition("//")
+    if "@" not in rest:
+        return url
+    return f"{start}{slashes}***@{rest.rpartition('@')[2]}"
 
 
 def _origin(url):
@@ -143,9 +142,9 @@ _MAX_BODY_BYTES = 50 << 20
 _MAX_ERROR_BYTES = 1 << 16
 
 
-def _read_body(response, what, deadline):
-    """The body of `response`, read as it arrives until `deadline` (time.monotonic()):
-    a timeout bounds each read, and an answer that trickles in would pass every one."""
+def _read_body(response, what):
+    """The body of `response`, up to _MAX_BODY_BYTES. (A body that trickles in is ended
+    by the pass's deadline: _passes._deadline.)"""
     length = response.getheader("Content-Length", "")
     if length.isdigit() and int(length) > _MAX_BODY_BYTES:
         raise _DiscoveryError(f"{what} answered more than {_MAX_BODY_BYTES >> 20} MB")
@@ -154,21 +153,16 @@ def _read_body(response, what, deadline):
         size += len(chunk)
         if size > _MAX_BODY_BYTES:
             raise _DiscoveryError(f"{what} answered more than {_MAX_BODY_BYTES >> 20} MB")
-        if time.monotonic() > deadline:
-            raise _DiscoveryError(f"{what} did not answer in time: its answer still trickled in")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _fetch_json(request, what, timeout, context, deadline=None):
-    """The JSON of the answer to `request`, read whole by `deadline` (default: `timeout`
-    from now). Any failure is a _DiscoveryError of one line that names `what` was asked,
-    with the API's own words and how long it asks to wait."""
-    if deadline is None:
-        deadline = time.monotonic() + timeout
+def _fetch_json(request, what, timeout, context):
+    """The JSON of the answer to `request`. Any failure is a _DiscoveryError of one line
+    that names `what` was asked, with the API's own words and how long it asks to wait."""
     try:
         with _open_url(request, timeout, context) as response:
-            body = _read_body(response, what, deadline)
+            body = _read_body(response, what)
     except urllib.error.HTTPError as error:
         detail = _cf_error(error.read(_MAX_ERROR_BYTES))
         message = f"{what} answered {error.code} {error.reason}"

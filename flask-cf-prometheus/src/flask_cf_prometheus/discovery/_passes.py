@@ -4,6 +4,8 @@ A failed pass is "nothing changed", never "the fleet is empty": the files of the
 good pass stay, and the loop waits longer after each failure, or as long as the API asks.
 """
 
+import contextlib
+import signal
 import sys
 import time
 from collections import Counter
@@ -47,13 +49,32 @@ def _summary(found, skipped, targets, changed, requests):
     )
 
 
-def _one_pass(api, fleet):
-    """Discover and write; return what was found and what changed. _DiscoveryError
-    leaves every file as it was."""
-    api.start_pass()
+@contextlib.contextmanager
+def _deadline(seconds):
+    """End what the block waits for once `seconds` have passed, whatever it is: a
+    connection, or headers or a body that trickle in, which a timeout on each read never
+    ends. SIGALRM's handler raises in the main thread, where the passes run."""
+
+    def expired(signum, frame):
+        raise _DiscoveryError(f"the pass took longer than --pass-timeout={seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        found, skipped = _discover(api)
-        wanted = _instance_jobs(found, fleet.settings)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_pass(api, fleet, pass_timeout):
+    """Discover, within `pass_timeout` seconds, and write; return what was found and
+    what changed. _DiscoveryError leaves every file as it was."""
+    api.requests = 0
+    try:
+        with _deadline(pass_timeout):
+            found, skipped = _discover(api)
+            wanted = _instance_jobs(found, fleet.settings)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         # A resource without a field the API documents: a proxy's answer, or a version
         # of the API that differs; a failed pass, not a crash.
@@ -83,7 +104,7 @@ def _run(options, api, fleet):
         started = time.monotonic()
         wait = options.interval
         try:
-            found, skipped, targets, changed = _one_pass(api, fleet)
+            found, skipped, targets, changed = _one_pass(api, fleet, options.pass_timeout)
         except Exception as error:  # a failed pass, whatever failed: the loop goes on
             failures += 1
             reason = error if isinstance(error, _DiscoveryError) else repr(error)

@@ -18,7 +18,8 @@ _JOB_ANNOTATION = "prometheus.io/job"
 _AUTH_MODES = ("app-guid", "none")
 # The suffix cf-blue-green-deploy (and the like) give the old app during a deploy.
 _RENAMED_SUFFIX = "-venerable"
-# More instances than one process can have: CF caps them far below (max_app_instances).
+# More instances than a process of any foundation runs: an app claiming more is skipped,
+# rather than made into millions of jobs.
 _MAX_INSTANCES = 10_000
 _GUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 # What each reason for not scraping a labelled app means, for the log.
@@ -33,6 +34,7 @@ _SKIPPED = {
     "path_route_only": f"its only http routes have a path: name one with {_ROUTE_ANNOTATION}",
     "route_not_found": f"{_ROUTE_ANNOTATION} names no http route of its own",
     "invalid_guid": "its GUID is not one",
+    "too_many_instances": "a web process claims more instances than one can have",
     "invalid_text": "its name, space, organization, route or an annotation is not Unicode",
     "invalid_path": f"{_PATH_ANNOTATION}, below its route's path, is not a URL path",
 }
@@ -132,15 +134,14 @@ def _discover(api):
             started.append(app)
     guids = [app["guid"] for app in started]
     processes, states = {}, {}
+    oversized = set()  # apps with a process past _MAX_INSTANCES: one app's, not a failure
     for process in _web_processes(api, guids):
         app_guid = process["relationships"]["app"]["data"]["guid"]
         # During a rolling or canary deploy an app has two web processes.
         instances = int(process["instances"])
         if instances > _MAX_INSTANCES:
-            raise _DiscoveryError(
-                f"the API says process {process['guid']} has {instances} instances,"
-                f" more than {_MAX_INSTANCES}"
-            )
+            oversized.add(app_guid)
+            continue
         processes.setdefault(app_guid, {})[process["guid"]] = instances
         for instance in process.get("process_instances") or []:
             states[(process["guid"], int(instance["index"]))] = instance["state"]
@@ -158,7 +159,9 @@ def _discover(api):
         route, reason = _scrape_route(
             routes.get(app["guid"], []), domains, annotations.get(_ROUTE_ANNOTATION)
         )
-        if not web:
+        if app["guid"] in oversized:
+            reason = "too_many_instances"
+        elif not web:
             reason = "no_web_process"
         elif not any(web.values()):
             reason = "no_instances"
