@@ -49,7 +49,21 @@ class StandIn(http.server.BaseHTTPRequestHandler):
         pass
 
 
+_handed_out = set()
+
+
 def free_loopback_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port nothing listens on, for a server a test starts in another process.
+
+    The kernel may offer the port it offered a moment ago once that probe is closed (CI
+    once gave a Prometheus and its Alertmanager the same one), so no port is handed out
+    twice by one test process.
+    """
+    for _ in range(1000):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no loopback port left that this process has not handed out")
