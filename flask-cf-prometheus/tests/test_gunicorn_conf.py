@@ -266,7 +266,7 @@ def test_a_directory_too_small_stops_gunicorn_before_it_starts(metrics_dir, monk
 
     assert str(stopped.value) == (
         f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' has no room for the metric files:"
-        " 4 workers and 2 spare sets need 7.5 MiB (No space left on device)"
+        " 4 workers and 2 spare sets need 9.0 MiB (No space left on device)"
     )
 
 
@@ -300,7 +300,7 @@ def test_a_disk_too_small_stops_gunicorn_naming_the_room_needed(metrics_dir, mon
 
     assert str(stopped.value) == (
         f"PROMETHEUS_MULTIPROC_DIR='{metrics_dir}' has no room for the metric files:"
-        " 4 workers and 2 spare sets need 7.5 MiB (No space left on device)"
+        " 4 workers and 2 spare sets need 9.0 MiB (No space left on device)"
     )
 
 

@@ -12,7 +12,7 @@ from flask_cf_prometheus._logs import (
     logging_config,
 )
 from flask_cf_prometheus._middleware import (
-    trace_id_from,
+    trace_from,
 )
 
 from .service import create_app
@@ -67,8 +67,10 @@ def test_anything_else_gets_a_new_request_id(header):
     assert is_new(request_id_from(header))
 
 
-def test_a_well_formed_traceparent_gives_its_trace_id():
-    assert trace_id_from(TRACEPARENT) == TRACE_ID
+def test_a_well_formed_traceparent_gives_its_trace_and_span_ids_and_whether_it_is_sampled():
+    assert trace_from(TRACEPARENT) == (TRACE_ID, TRACEPARENT.split("-")[2], True)
+    for flags, sampled in [("00", False), ("02", False), ("03", True), ("ff", True)]:
+        assert trace_from(TRACEPARENT[:-2] + flags)[2] is sampled
 
 
 @pytest.mark.parametrize(
@@ -87,7 +89,7 @@ def test_a_well_formed_traceparent_gives_its_trace_id():
     ],
 )
 def test_a_malformed_traceparent_is_ignored(header):
-    assert trace_id_from(header) is None
+    assert trace_from(header) == (None, None, False)
 
 
 @pytest.mark.parametrize("path", ["/", "/_status", "/no/such/page"])

@@ -8,6 +8,7 @@ can choose. A failing seed is in the assertion's message: `SEEDS` can be set to 
 
 import contextlib
 import glob
+import itertools
 import logging
 import math
 import os
@@ -23,7 +24,10 @@ import pytest
 from prometheus_client import Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
+from flask_cf_prometheus import _exemplar_files as exemplar_files
 from flask_cf_prometheus import _metric_files as metric_files
 from flask_cf_prometheus._fold import mark_worker_dead
 from flask_cf_prometheus._metric_files import merge_readable
@@ -78,7 +82,7 @@ def summary(metrics):
             metric.documentation,
             metric.type,
             [
-                (sample.name, sample.labels, repr(sample.value), sample.timestamp)
+                (sample.name, sample.labels, repr(sample.value), sample.timestamp, sample.exemplar)
                 for sample in metric.samples
             ],
         )
@@ -86,18 +90,58 @@ def summary(metrics):
     ]
 
 
-def assert_same(directory, collector, context):
-    """The collector reads what prometheus_client's merge reads, in every exposition."""
+class Exemplars:
+    """The exemplars a history left, as the workers' files should give them: the newest
+    of each bucket, written by the kit's writer into worker `pid`'s file."""
+
+    def __init__(self, directory):
+        self._directory = directory
+        self.newest = {}  # (sample name, sorted label pairs) -> Exemplar
+        self._clock = itertools.count(1_700_000_000)
+
+    def leave(self, pid, name, labels, bounds, value):
+        """An exemplar for `value`, observed in histogram `name` with `labels`: on the
+        first bucket whose bound is at least the value, as prometheus_client counts it."""
+        bound = next(bound for bound in bounds if value <= bound)
+        labels = {**labels, "le": floatToGoString(bound)}
+        trace_id = random.Random(next(self._clock)).randbytes(24)
+        timestamp = float(next(self._clock))
+        key = exemplar_files.key_text(f"{name}_bucket", labels)
+        writer = exemplar_files.Writer(self._directory / exemplar_files.file_name(pid))
+        assert writer.record(key, trace_id[:16], trace_id[16:], value, timestamp)
+        self.newest[(f"{name}_bucket", tuple(sorted(labels.items())))] = Exemplar(
+            {"trace_id": trace_id[:16].hex(), "span_id": trace_id[16:].hex()}, value, timestamp
+        )
+
+    def on(self, metrics):
+        """`metrics` with the exemplars on their histograms' buckets."""
+        for metric in metrics:
+            if metric.type == "histogram":
+                metric.samples = [
+                    sample._replace(exemplar=self.newest.get((sample.name, sorted_labels(sample))))
+                    for sample in metric.samples
+                ]
+        return metrics
+
+
+def sorted_labels(sample):
+    return tuple(sorted(sample.labels.items()))
+
+
+def assert_same(directory, collector, context, exemplars=None):
+    """The collector reads what prometheus_client's merge reads, in every exposition,
+    with `exemplars` (an Exemplars) on the buckets."""
     expected, _ = merge_readable(listing(directory))
+    if exemplars is not None:
+        expected = exemplars.on(expected)
     actual = collector.collect()
     # The kit's reader, not the fallback, must be under test.
     assert collector._reader is not None, unproven_message()
     assert summary(actual[:-1]) == summary(expected), context
     for accept in ACCEPT:
         encode, _ = choose_encoder(accept)
-        assert collector.exposition(encode) == encode(Families([*expected, actual[-1]])), (
-            f"{context}, Accept: {accept!r}"
-        )
+        body = collector.exposition(encode)
+        assert body == encode(Families([*expected, actual[-1]])), f"{context}, Accept: {accept!r}"
 
 
 def define():
@@ -119,20 +163,29 @@ def define():
     return metrics
 
 
-def write(rng, pid):
-    """One random write, as worker `pid`."""
+def write(rng, pid, exemplars):
+    """One random write, as worker `pid`; half the histograms' observations leave an
+    exemplar."""
     with worker(pid):
         metrics = define()
         name = rng.choice(sorted(metrics))
         metric = metrics[name]
         if name == "default_histogram":
-            metric.observe(rng.choice(NUMBERS[:-2]))
+            number = rng.choice(NUMBERS[:-2])
+            metric.observe(number)
+            if rng.random() < 0.5:
+                exemplars.leave(pid, "size_bytes", {}, Histogram.DEFAULT_BUCKETS, number)
             return
-        child = metric.labels(rng.choice(LABEL_VALUES), f"/r/{rng.randrange(4)}")
+        labels = {"kind": rng.choice(LABEL_VALUES), "route": f"/r/{rng.randrange(4)}"}
+        child = metric.labels(**labels)
         number = rng.choice(NUMBERS)
         if name == "counter":
             child.inc(abs(number))
-        elif name in ("histogram", "summary"):
+        elif name == "histogram":
+            child.observe(number)
+            if rng.random() < 0.5:
+                exemplars.leave(pid, "latency_seconds", labels, (0.25, 1, 2.5, math.inf), number)
+        elif name == "summary":
             child.observe(number)
         elif rng.random() < 0.1:
             child.set(math.nan)
@@ -169,7 +222,7 @@ def rewrite(rng, source, target):
         values.close()
 
 
-def history(seed, directory):
+def history(seed, directory, exemplars):
     """Random steps: writes by live workers, a worker's death and fold (its pid free to
     come back), a copy of a file under another name (a gauge's in any mode), a file's
     keys in another order, garbage, the directory removed."""
@@ -180,7 +233,7 @@ def history(seed, directory):
         if roll < 0.7 or not live:
             pid = rng.randrange(1, 6)
             live.add(pid)
-            write(rng, pid)
+            write(rng, pid, exemplars)
             yield f"seed {seed}, step {step}: worker {pid} writes"
         elif roll < 0.85:
             pid = rng.choice(sorted(live))
@@ -205,14 +258,17 @@ def history(seed, directory):
             shutil.rmtree(directory)
             directory.mkdir()
             live.clear()
+            exemplars.newest.clear()
             yield f"seed {seed}, step {step}: the directory removed and made again"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_reader_reads_what_prometheus_clients_merge_reads(directory, seed):
+    """And each bucket's newest exemplar, from the workers' files and the folds'."""
     collector = LockedCollector(directory)
-    for context in history(seed, directory):
-        assert_same(directory, collector, context)
+    exemplars = Exemplars(directory)
+    for context in history(seed, directory, exemplars):
+        assert_same(directory, collector, context, exemplars)
 
 
 def test_a_recycled_pid_and_a_fold_between_scrapes(directory):
@@ -289,8 +345,10 @@ def test_scrapes_render_only_the_values_once_the_series_are_known(directory, mon
     monkeypatch.setattr(Rendering, "_alone", alone)
     with worker(1):
         define()["histogram"].labels("a", "/").observe(2)
+    exemplars = Exemplars(directory)
+    exemplars.leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1, 2.5), 2)
 
-    assert_same(directory, collector, "a value changed")
+    assert_same(directory, collector, "a value changed, and an exemplar came", exemplars)
     assert rendered == ["metrics_files_unreadable"] * len(ACCEPT), "only the gauge made anew"
 
 
@@ -299,27 +357,30 @@ def test_threads_scraping_at_once_agree_with_prometheus_client(directory):
     failures = []
     stop = threading.Event()
 
-    def scrape():
+    def scrape(accept):
+        encode, _ = choose_encoder(accept)
         deadline = time.monotonic() + 10
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                collector.exposition(generate_latest)
+                collector.exposition(encode)
             except Exception as error:  # the test fails with it below
                 failures.append(error)
                 return
 
-    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    threads = [threading.Thread(target=scrape, args=(accept,)) for accept in ACCEPT]
     for thread in threads:
         thread.start()
     rng = random.Random(7)  # noqa: S311
+    exemplars = Exemplars(directory)
     for _ in range(150):
-        write(rng, rng.randrange(1, 4))
+        write(rng, rng.randrange(1, 4), exemplars)
     stop.set()
     for thread in threads:
         thread.join()
 
     assert failures == []
-    assert_same(directory, collector, "after the threads")
+    assert exemplars.newest
+    assert_same(directory, collector, "after the threads", exemplars)
 
 
 def test_files_growing_while_scrapes_read_them(directory):
@@ -365,6 +426,15 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
     assert summary(collector.collect()[:-1]) == summary(expected)
     actual = collector.exposition(generate_latest)
     assert actual == generate_latest(Families([*expected, collector.collect()[-1]]))
+
+    # Its reader has no exemplars: the workers' are left out, and that is said once.
+    Exemplars(directory).leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1), 0.3)
+    encode, _ = choose_encoder(ACCEPT[1])
+    with caplog.at_level(logging.ERROR):
+        assert collector.exposition(encode) == collector.exposition(encode)
+    expected, _ = merge_readable(listing(directory))
+    assert collector.exposition(encode) == encode(Families([*expected, collector.collect()[-1]]))
+    assert caplog.text.count("no exemplars") == 1
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,11 @@ import platform
 import uuid
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.process_collector import ProcessCollector
 
-from flask_cf_prometheus import ConfigError
+from flask_cf_prometheus import ConfigError, observe
 from flask_cf_prometheus import _metrics as metrics
 from flask_cf_prometheus import _workers as worker_records
 
@@ -290,3 +291,58 @@ def test_a_worker_counts_itself_in_and_its_exit_once(monkeypatch):
         "shutdown": 0,
         "killed": 0,
     }
+
+
+def openmetrics_exemplars(client):
+    """{(sample name, labels): exemplar} of an OpenMetrics scrape, as prometheus_client's
+    strict parser reads it."""
+    body = scrape(client, Accept="application/openmetrics-text; version=1.0.0").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.exemplar
+        for family in openmetrics_parser.text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.exemplar
+    }
+
+
+def test_a_sampled_traceparent_leaves_its_trace_on_the_requests_bucket(client):
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    for flags in ("00", "02"):  # not sampled
+        client.get("/items/7", headers={"traceparent": f"00-{uuid.uuid4().hex}-{span_id}-{flags}"})
+    client.get("/items/7", headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+    client.get("/items/7", headers={"traceparent": f"00-{uuid.uuid4().hex.upper()}-{span_id}-01"})
+
+    found = {
+        key: exemplar
+        for key, exemplar in openmetrics_exemplars(client).items()
+        if ("path", "/items/<int:item_id>") in key[1]
+    }
+    ((name, labels), exemplar), *others = found.items()
+    assert others == []
+    assert name == "http_server_request_duration_seconds_bucket"
+    assert exemplar.labels == {"trace_id": trace_id, "span_id": span_id}
+    assert 0 < exemplar.value <= float(dict(labels)["le"])
+    assert "trace_id" not in scrape(client).text  # the text format has no exemplars
+
+
+def test_a_services_own_histogram_takes_the_requests_trace_with_observe():
+    checkout = Histogram("checkout_seconds", "Checkout.", ["method"], buckets=(0.1, 1.0))
+    app = create_app({"METRICS_PATH": METRICS_PATH, "METRICS_BASIC_AUTH_TOKEN": TOKEN})
+
+    @app.post("/checkout")
+    def pay():
+        observe(checkout.labels("card"), 0.5)
+        return {}
+
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    try:
+        app.test_client().post("/checkout", headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+        app.test_client().post("/checkout")  # no trace: counted, no exemplar
+        found = openmetrics_exemplars(app.test_client())
+    finally:
+        REGISTRY.unregister(checkout)
+
+    key = ("checkout_seconds_bucket", (("le", "1.0"), ("method", "card")))
+    assert found[key].labels == {"trace_id": trace_id, "span_id": span_id}
+    assert found[key].value == 0.5
+    assert not [name for name, _ in found if name.startswith("checkout") and name != key[0]]

@@ -14,7 +14,10 @@ import tracemalloc
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics import parser as openmetrics_parser
 
+from flask_cf_prometheus._exemplars import observe_traced
 from flask_cf_prometheus._fold import mark_worker_dead
 from flask_cf_prometheus._metric_files import claims_a_hole
 from flask_cf_prometheus._metrics_directory import (
@@ -22,6 +25,7 @@ from flask_cf_prometheus._metrics_directory import (
     allocate_worker_files,
     locked,
     reset_directory,
+    worker_file,
 )
 from flask_cf_prometheus._multiprocess import LockedCollector
 
@@ -329,7 +333,7 @@ def allocated_bytes(path):
 def test_a_workers_files_have_their_disk_blocks_before_it_writes(directory):
     allocate_worker_files(1200, directory)
     for prefix, size in WORKER_FILE_SIZES.items():
-        assert allocated_bytes(directory / f"{prefix}_1200.db") >= size
+        assert allocated_bytes(directory / worker_file(prefix, 1200)) >= size
 
     serve_requests(1200, [0.2, 0.2])
 
@@ -587,3 +591,38 @@ def test_scrapes_answer_where_the_lock_cannot_be_opened(directory):
     assert [response.status_code for response in responses] == [200, 200]
     assert 'requests_total{code="200"} 3.0' in responses[1].text.splitlines()
     assert value(directory, "duration_count") == 3
+
+
+def test_a_workers_exemplars_outlive_it_in_the_aggregate(directory):
+    """This process as a worker: its exemplars are read from its file, then from the
+    aggregate its fold made; an OpenMetrics scrape carries them, the text format not."""
+    traces = [(f"{number:032x}", f"{number:016x}") for number in range(1, 4)]
+    with worker(None):
+        duration = Histogram("duration", "Duration.", ["code"], buckets=BUCKETS, registry=None)
+        observe_traced(duration.labels("200"), 0.3, traces[0])
+        observe_traced(duration.labels("200"), 0.2, traces[1])  # newer, same bucket
+        observe_traced(duration.labels("500"), 7.0, traces[2])
+        observe_traced(duration.labels("500"), 0.05, None)
+    expected = {
+        (("code", "200"), ("le", "0.5")): (traces[1], 0.2),
+        (("code", "500"), ("le", "+Inf")): (traces[2], 7.0),
+    }
+
+    assert openmetrics_exemplars(directory) == expected
+    mark_worker_dead(os.getpid(), directory)
+    assert not list(directory.glob(f"*_{os.getpid()}.*"))
+    assert openmetrics_exemplars(directory) == expected
+    assert b"trace_id" not in generate_latest(scrape(directory))
+
+
+def openmetrics_exemplars(directory):
+    body = LockedCollector(directory).exposition(openmetrics.generate_latest).decode()
+    return {
+        tuple(sorted(sample.labels.items())): (
+            (sample.exemplar.labels["trace_id"], sample.exemplar.labels["span_id"]),
+            sample.exemplar.value,
+        )
+        for family in openmetrics_parser.text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.exemplar
+    }

@@ -10,15 +10,19 @@ underscore are private: they change without notice.
 from ._settings import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Metrics", "__version__"]
+__all__ = ["ConfigError", "Metrics", "__version__", "observe"]
 
 
 def __getattr__(name):
-    # Metrics imports prometheus_client, which reads PROMETHEUS_MULTIPROC_DIR on its first
-    # metric: loaded when first named, so that the launcher (which sets that variable)
-    # and cf-discovery import this package without it.
+    # Metrics and observe import prometheus_client, which reads PROMETHEUS_MULTIPROC_DIR
+    # on its first metric: loaded when first named, so that the launcher (which sets that
+    # variable) and cf-discovery import this package without it.
     if name == "Metrics":
         from ._flask import Metrics
 
         return Metrics
+    if name == "observe":
+        from ._exemplars import observe
+
+        return observe
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

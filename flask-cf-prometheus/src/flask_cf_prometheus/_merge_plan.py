@@ -76,6 +76,7 @@ class Plan:
     def __init__(self, signature, states, key_info):
         self.signature = signature
         self.families = {}
+        self._sorted_keys = {}
         modes = _gauge_modes(states, key_info)
         self.slot_count = 0
         self.generic_count = 0  # slots of min, max and last-value gauges
@@ -154,6 +155,16 @@ class Plan:
                 reference = samples[(name, labels)] = ("generic", self.generic_count)
                 self.generic_count += 1
         return reference[1]
+
+    def sorted_keys(self, family):
+        """The family's keys with their labels sorted (the merge puts `le` last), as
+        exemplar files name samples; worked out once per plan."""
+        cached = self._sorted_keys.get(family.name)
+        if cached is None:
+            keys = self.keys[family.start : family.stop]
+            cached = [(name, tuple(sorted(labels))) for name, labels in keys]
+            self._sorted_keys[family.name] = cached
+        return cached
 
 
 def _gauge_modes(states, key_info):

@@ -184,3 +184,11 @@ def is_readable(path):
     except Exception:
         return False
     return True
+
+
+def histogram_layout(histogram):
+    """(its buckets' sample name, its labels, its buckets' upper bounds) of an observable
+    Histogram: one without labels, or a child of `.labels()`. prometheus_client keeps
+    them in attributes of its own, proven with the reader (tests/test_exemplars.py)."""
+    labels = dict(zip(histogram._labelnames, histogram._labelvalues, strict=True))
+    return histogram._name + "_bucket", labels, tuple(histogram._upper_bounds)

@@ -10,6 +10,7 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ._exemplars import observe_traced
 from ._settings import app_metrics_directory
 
 # prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, at the first metric declared
@@ -120,15 +121,19 @@ def _request_children(method, path, code):
     return children
 
 
-def count_request(method, rule, status, start):
+def count_request(method, rule, status, start, trace=None):
     """Count a request (_middleware.py calls this as it finishes), by the rule Flask
-    matched, if any, and the status it answered with; `start` is its perf_counter()."""
+    matched, if any, and the status it answered with; `start` is its perf_counter(),
+    `trace` its sampled trace, if any (_exemplars.py)."""
     duration, count = _request_children(
         method if method in STANDARD_METHODS else OTHER_METHOD,
         UNMATCHED_PATH if rule is None else rule.rule,
         status,
     )
-    duration.observe(time.perf_counter() - start)
+    if trace is None:
+        duration.observe(time.perf_counter() - start)
+    else:
+        observe_traced(duration, time.perf_counter() - start, trace)
     count.inc()
 
 

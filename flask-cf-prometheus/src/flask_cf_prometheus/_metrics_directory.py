@@ -16,6 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from . import _exemplar_files as exemplar_files
 from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError
 
 LOCK_FILE = ".lock"
@@ -26,13 +27,15 @@ AGGREGATE_ID = "aggregate"
 # The files a worker of this service writes (_metrics.py) and the bytes each is given
 # before the worker maps them: 64 KiB, prometheus_client's first size, holds about 300
 # label sets of a counter; a histogram's label set takes 16 values, so its file gets
-# 1 MiB, about 240 label sets of the request duration histogram.
+# 1 MiB, about 240 label sets of the request duration histogram. Its exemplars go to a
+# file of their own (_exemplar_files.py).
 WORKER_FILE_SIZES = {
     "counter": 1 << 16,
     "histogram": 1 << 20,
     "gauge_livesum": 1 << 16,
     "gauge_livemax": 1 << 16,
     "gauge_liveall": 1 << 16,
+    exemplar_files.PREFIX: exemplar_files.FILE_BYTES,
 }
 # Sets of worker files the master keeps allocated, for workers that boot on a full disk.
 SPARE_SETS = 2
@@ -45,12 +48,22 @@ VALUE_FILE = re.compile(
 )
 # A file a fold could not read is renamed with this suffix, out of the scrapes' way.
 UNREADABLE_SUFFIX = ".unreadable"
-# Exemplar files (one per worker, and the aggregate) are named now, before they exist, so
-# that a directory holding them is one the service owns: not .db, which both readers read.
+# Exemplar files, one per worker and the aggregate: not .db, which both readers read.
 EXEMPLAR_FILE = re.compile(r"exemplars_(\d+|aggregate)\.bin")
 OWN_FILE = re.compile(rf"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable|{EXEMPLAR_FILE.pattern}")
 # Spare sets, numbered below SPARE_SETS, and one a worker is claiming.
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
+
+
+def worker_file(prefix, pid):
+    """The name of worker `pid`'s file of `prefix` (a key of WORKER_FILE_SIZES)."""
+    if prefix == exemplar_files.PREFIX:
+        return exemplar_files.file_name(pid)
+    return f"{prefix}_{pid}.db"
+
+
+def _spare_file(prefix):
+    return f"{prefix}.bin" if prefix == exemplar_files.PREFIX else f"{prefix}.db"
 
 
 def allocate(path, size):
@@ -191,7 +204,7 @@ def _own(entry):
         return False
     if spare[1].isdigit() and int(spare[1]) >= SPARE_SETS:
         return False
-    worker_files = {f"{prefix}.db" for prefix in WORKER_FILE_SIZES}
+    worker_files = set(map(_spare_file, WORKER_FILE_SIZES))
     return all(
         inner.name in worker_files and inner.is_file() and not inner.is_symlink()
         for inner in os.scandir(entry.path)
@@ -254,7 +267,7 @@ def replenish_spares(path):
         try:
             making.mkdir()
             for prefix, size in WORKER_FILE_SIZES.items():
-                allocate(making / f"{prefix}.db", size)
+                allocate(making / _spare_file(prefix), size)
             making.rename(spare)
         finally:
             shutil.rmtree(making, ignore_errors=True)
@@ -270,14 +283,14 @@ def allocate_worker_files(pid, path):
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         for prefix, size in WORKER_FILE_SIZES.items():
-            allocate(directory / f"{prefix}_{pid}.db", size)
+            allocate(directory / worker_file(prefix, pid), size)
     except OSError:
         if not _claim_spare(pid, directory):
             # None of its files left behind: the master then knows that this worker
             # never got them (record_unexplained_exit), and counts no kill.
             with contextlib.suppress(OSError):
                 for prefix in WORKER_FILE_SIZES:
-                    (directory / f"{prefix}_{pid}.db").unlink(missing_ok=True)
+                    (directory / worker_file(prefix, pid)).unlink(missing_ok=True)
             raise
 
 
@@ -290,7 +303,7 @@ def _claim_spare(pid, directory):
         except FileNotFoundError:
             continue
         for prefix in WORKER_FILE_SIZES:
-            os.replace(claimed / f"{prefix}.db", directory / f"{prefix}_{pid}.db")
+            os.replace(claimed / _spare_file(prefix), directory / worker_file(prefix, pid))
         claimed.rmdir()
         return True
     return False

@@ -7,6 +7,8 @@ closure and a start_response wrapper of its own.
 The request id is the router's `X-Vcap-Request-Id` when it is a plain token, else 16
 random bytes in hex. The trace id comes from a well-formed W3C `traceparent`. Both go
 into the WSGI environ for _logs.py, and the response carries the id as `X-Request-Id`.
+A sampled traceparent's trace becomes the exemplar of the request's duration
+(_exemplars.py).
 
 Scrapes are not counted. Prometheus records its own (`scrape_duration_seconds`, `up`),
 and counting them would skew the service's traffic and latency.
@@ -16,6 +18,7 @@ import os
 import re
 import time
 
+from ._exemplars import SAMPLED_TRACE_KEY
 from ._logs import REQUEST_ID_KEY, RULE_KEY, TRACE_ID_KEY
 from ._metrics import IN_PROGRESS, count_request
 
@@ -23,7 +26,7 @@ from ._metrics import IN_PROGRESS, count_request
 # else (too long, non-ASCII, control characters) is replaced rather than logged.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex.
-TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def init_app(app):
@@ -40,8 +43,12 @@ def _observed(wsgi_app, metrics_path):
             # instructions uuid.uuid4() takes to check and convert them.
             request_id = os.urandom(16).hex()
         environ[REQUEST_ID_KEY] = request_id
+        trace = None
         if "HTTP_TRACEPARENT" in environ:
-            environ[TRACE_ID_KEY] = trace_id_from(environ["HTTP_TRACEPARENT"])
+            trace_id, span_id, sampled = trace_from(environ["HTTP_TRACEPARENT"])
+            environ[TRACE_ID_KEY] = trace_id
+            if sampled:
+                trace = environ[SAMPLED_TRACE_KEY] = (trace_id, span_id)
         # Unless the app starts a response, an exception escaped Flask's handlers (as in
         # testing mode): the request is counted as a 500, its route unknown.
         status = "500"
@@ -68,16 +75,15 @@ def _observed(wsgi_app, metrics_path):
             # A scrape spelt otherwise (//metrics) reaches the metrics view too: Flask's
             # match, not the raw path, says it was one.
             if rule is None or rule.endpoint != "metrics":
-                count_request(environ["REQUEST_METHOD"], rule, status, start)
+                count_request(environ["REQUEST_METHOD"], rule, status, start, trace)
 
     return observed_wsgi_app
 
 
-def trace_id_from(header):
-    """The trace id of a well-formed W3C traceparent header; None for any other."""
-    if not header:
-        return None
-    match = TRACEPARENT_PATTERN.fullmatch(header.strip())
+def trace_from(header):
+    """(trace id, parent span id, whether it is sampled) of a well-formed W3C traceparent
+    header; (None, None, False) for any other."""
+    match = TRACEPARENT_PATTERN.fullmatch(header.strip()) if header else None
     if match is None or match[1] == "0" * 32 or match[2] == "0" * 16:
-        return None
-    return match[1]
+        return None, None, False
+    return match[1], match[2], bool(int(match[3], 16) & 1)

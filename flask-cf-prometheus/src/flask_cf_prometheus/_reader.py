@@ -42,6 +42,20 @@ class Scrape:
         self._plan = plan
         self._views = views
         self.values = self._evaluate()
+        # The newest exemplar of each bucket, by (sample name, labels) (_exemplar_files.py).
+        self.exemplars = {}
+
+    def exemplars_of(self, family):
+        """(sample's index in the family, exemplar) of each of a histogram's buckets that
+        has one."""
+        if family.typ != "histogram" or not self.exemplars:
+            return []
+        found = []
+        for index, key in enumerate(self._plan.sorted_keys(family)):
+            exemplar = self.exemplars.get(key)
+            if exemplar is not None and key[0].endswith("_bucket"):
+                found.append((index, exemplar))
+        return found
 
     def _evaluate(self):
         plan = self._plan
@@ -95,7 +109,7 @@ class Scrape:
             result.append(self.metric(family))
         return result
 
-    def metric(self, family):
+    def metric(self, family, *, exemplars=True):
         metric = Metric(family.name, family.doc, family.typ)
         if family.most_recent:
             metric.samples = self._most_recent(family)
@@ -107,6 +121,8 @@ class Scrape:
                     self._plan.keys[family.start : family.stop], values, strict=True
                 )
             ]
+            for index, exemplar in self.exemplars_of(family) if exemplars else ():
+                metric.samples[index] = metric.samples[index]._replace(exemplar=exemplar)
         return metric
 
     def exposition(self, encode, extra):

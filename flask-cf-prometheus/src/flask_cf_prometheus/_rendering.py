@@ -13,6 +13,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
+from ._exemplar_files import openmetrics_suffix
+
 ENCODERS = (exposition.generate_latest, openmetrics.generate_latest)
 
 
@@ -39,6 +41,8 @@ class Rendering:
 
     def __init__(self, encode):
         self._encode = encode
+        # Only OpenMetrics has exemplars; the text format leaves them out.
+        self._exemplars = encoder_key(encode)[0] is openmetrics.generate_latest
         self._trailer = encode(Families([])).decode("utf-8")
         # family name -> (what it was learnt for, (header, prefixes) or None: the encoder's)
         self._learnt = {}
@@ -94,18 +98,22 @@ class Rendering:
             learnt_for, learnt = self._learnt.get(family.name, (None, None))
             if family.most_recent:
                 parts.append(self._alone(scrape.metric(family)))
-            elif learnt_for != (family.doc, family.typ, keys):
-                learnt, text = self._learn(scrape.metric(family))
+                continue
+            if learnt_for != (family.doc, family.typ, keys):
+                learnt, _ = self._learn(scrape.metric(family, exemplars=False))
                 self._learnt[family.name] = (family.doc, family.typ, keys), learnt
-                parts.append(text)
-            elif learnt is None:
+            if learnt is None:
                 parts.append(self._alone(scrape.metric(family)))
-            else:
-                header, prefixes = learnt
-                values = self._format(scrape.values[family.start : family.stop])
-                parts.append(header)
-                parts.append("\n".join(starmap(operator.add, zip(prefixes, values, strict=True))))
-                parts.append("\n")
+                continue
+            header, prefixes = learnt
+            values = self._format(scrape.values[family.start : family.stop])
+            lines = list(starmap(operator.add, zip(prefixes, values, strict=True)))
+            if self._exemplars:
+                for index, exemplar in scrape.exemplars_of(family):
+                    lines[index] += openmetrics_suffix(exemplar)
+            parts.append(header)
+            parts.append("\n".join(lines))
+            parts.append("\n")
         parts.extend(self._alone(metric) for metric in extra)
         parts.append(self._trailer)
         return "".join(parts).encode("utf-8")
