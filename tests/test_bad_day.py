@@ -208,7 +208,7 @@ def test_a_disk_too_small_to_boot_on_stops_start_up_in_one_line(
     [line] = [line for line in output.splitlines() if "PROMETHEUS_MULTIPROC_DIR" in line]
     assert line == (
         f"PROMETHEUS_MULTIPROC_DIR='{container_tmp}/prometheus-multiproc' has no room for the"
-        " metric files: 2 workers and 2 spare sets need 5.0 MiB (No space left on device)"
+        " metric files: 2 workers and 2 spare sets need 6.0 MiB (No space left on device)"
     )
 
 
