@@ -69,11 +69,12 @@ class PrometheusServer:
 
 
 @contextlib.contextmanager
-def prometheus_scraping(target_port, tmp_path, jobs=None, **scrape_settings):
+def prometheus_scraping(target_port, tmp_path, jobs=None, features=(), **scrape_settings):
     """Start Prometheus scraping 127.0.0.1:`target_port`/metrics every second.
 
     `jobs` maps job names to their extra scrape settings (credentials, say); without it,
-    one job called "service" has `scrape_settings`.
+    one job called "service" has `scrape_settings`. `features` are Prometheus's feature
+    flags to enable (exemplar-storage, say).
     """
     binary = require("prometheus")
     port = free_loopback_port()
@@ -98,6 +99,7 @@ def prometheus_scraping(target_port, tmp_path, jobs=None, **scrape_settings):
         f"--config.file={config}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        *(f"--enable-feature={feature}" for feature in features),
     ]
     with running_prometheus(command, port, tmp_path / "prometheus.log") as server:
         yield server

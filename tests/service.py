@@ -214,6 +214,16 @@ def serve(project, python, tmp_path, workers=2, wrapper=(), shell="bash", comman
             service.stop()
 
 
+def kill_a_worker(service):
+    """SIGKILL a live worker and return its pid; workers recycle all the while, so the
+    one picked may have exited by itself before the signal, and then the next one is."""
+    for pid in service.worker_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    raise AssertionError(f"no live worker to kill:\n{service.log_text()}")
+
+
 def wait_for(condition, seconds=60):
     """Poll `condition` until it holds or `seconds` pass; what it last said."""
     deadline = time.monotonic() + seconds

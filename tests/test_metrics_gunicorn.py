@@ -1,8 +1,5 @@
 """Metrics of the baked service under real gunicorn: exact, monotonic, compact, valid."""
 
-import contextlib
-import os
-import signal
 import subprocess
 import time
 
@@ -11,7 +8,7 @@ import pytest
 from .baking import bake
 from .load import Scraper, drive, total
 from .prometheus_server import prometheus_scraping
-from .service import serve
+from .service import kill_a_worker, serve
 from .tools import require
 
 TOKEN = "integration-test-token"
@@ -81,16 +78,6 @@ def test_totals_exact_and_monotonic_across_recycling_and_sigkill(
     # The signal reached a live worker, not one that had just exited by itself.
     assert f"Worker (pid:{victim}) was sent SIGKILL!" in service.log_text()
     assert "Traceback" not in service.log_text()
-
-
-def kill_a_worker(service):
-    """SIGKILL a live worker and return its pid; workers recycle all the while, so the
-    one picked may have exited by itself before the signal, and then the next one is."""
-    for pid in service.worker_pids():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            return pid
-    raise AssertionError(f"no live worker to kill:\n{service.log_text()}")
 
 
 def test_promtool_accepts_the_exposition(project, project_python, tmp_path):
