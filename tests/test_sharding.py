@@ -7,6 +7,7 @@ through a scale and a rolling deploy."""
 
 import concurrent.futures
 import contextlib
+import os
 import shutil
 import subprocess
 import time
@@ -65,6 +66,7 @@ def receiver(tmp_path, port=None, kind="prometheus", rules=None, alertmanager=No
             f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-remote-write-receiver",
+            "--enable-feature=exemplar-storage",
             # As in test_alerting.py: the default (1m) sends nothing for the first minute.
             "--rules.alert.resend-delay=1s",
         ]
@@ -147,6 +149,8 @@ def agent_process(directory, shard, port):
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
         "--storage.remote.flush-deadline=10s",
+        # As the configuration's header says, for send_exemplars.
+        "--enable-feature=exemplar-storage",
     ]
     env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_SHARD": str(shard)}
     log = directory / "agent.log"
@@ -393,9 +397,10 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     instances of a service behind the router's stand-in, among 100 stand-in instances,
     scraped by two agents, each instance by one; serving errors, the fast-burn page
     fires in the store for the service as a whole, its error ratio summed over every
-    instance whichever shard scraped it. It is long because the alert needs the whole
-    path running at once: services, router, discovery, two agents, the store and its
-    ruler."""
+    instance whichever shard scraped it. The failing requests' sampled traces reach a
+    Prometheus store as exemplars (VictoriaMetrics keeps none). It is long because the
+    alert needs the whole path running at once: services, router, discovery, two
+    agents, the store and its ruler."""
     project, services = real_instances
     rules = project / "monitoring" / "alerts.yml"
     platform = CloudFoundry(page_size=100)
@@ -459,9 +464,12 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
         real = store.query('up{job="payments-api"}')
         firing = 'ALERTS{alertname="AvailabilityBudgetBurn1h", alertstate="firing"}'
         deadline = time.monotonic() + 120
+        sampled = set()
         while not store.query(firing) and time.monotonic() < deadline:
             for service in services:
-                service.request("/fail")
+                trace_id = os.urandom(16).hex()
+                sampled.add(trace_id)
+                service.request("/fail", headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"})
             time.sleep(0.2)
         alerts = store.query(firing)
         ratio = store.query("job:slo_availability_errors:ratio_rate5m")
@@ -471,6 +479,16 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
                 for alert in alertmanager_alerts(alertmanager)
                 if alert["labels"]["alertname"] == "AvailabilityBudgetBurn1h"
             ]
+        )
+        exemplars = (
+            store.get(
+                "/api/v1/query_exemplars",
+                query='http_server_request_duration_seconds_bucket{job="payments-api"}',
+                start=time.time() - 600,
+                end=time.time(),
+            )
+            if kind == "prometheus"
+            else []
         )
         # Each instance's request totals, by the shards that sent them.
         totals = store.query(
@@ -508,3 +526,13 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     assert "instance" not in recorded["metric"]
     assert "prometheus_shard" not in recorded["metric"]
     assert float(recorded["value"][1]) > 0.9
+    # The exemplars came through the agents (send_exemplars), from instances of both.
+    if kind == "prometheus":
+        traced = [
+            (series["seriesLabels"], exemplar["labels"]["trace_id"])
+            for series in exemplars
+            for exemplar in series["exemplars"]
+        ]
+        assert traced, "no exemplar reached the store"
+        assert {trace_id for _, trace_id in traced} <= sampled
+        assert {labels["prometheus_shard"] for labels, _ in traced} == {"0", "1"}
