@@ -94,9 +94,12 @@ def test_every_metric_in_the_rules_and_the_dashboard_is_exported(cookies, projec
         ).body.decode()
 
     exported = {match["name"] for line in exposition.splitlines() if (match := SAMPLE.match(line))}
-    # A histogram read as a whole in rules (where Prometheus stores it native) is its
-    # _bucket series in the exposition and the dashboard.
+    # A histogram read as a whole (where Prometheus stores it native) is its _bucket
+    # series in the exposition.
     in_rules = {f"{name}_bucket" if f"{name}_bucket" in exported else name for name in in_rules}
+    in_dashboard = {
+        f"{name}_bucket" if f"{name}_bucket" in exported else name for name in in_dashboard
+    }
     assert in_rules >= {
         "http_server_requests_total",
         "http_server_request_duration_seconds_bucket",
@@ -133,6 +136,15 @@ def test_dashboard_is_importable_and_provisionable(cookies):
     titles = " ".join(panel["title"].lower() for panel in board["panels"])
     for subject in ("request rate", "error ratio", "duration", "in progress", "memory"):
         assert subject in titles
+    # The latency panel shows the duration histogram's exemplars.
+    exemplars = [
+        target["expr"]
+        for panel in board["panels"]
+        for target in panel["targets"]
+        if target.get("exemplar")
+    ]
+    assert exemplars
+    assert all("http_server_request_duration_seconds" in expr for expr in exemplars)
 
 
 # Where @grafana/schema sets the defaults of a new dashboard, schemaVersion among them.
@@ -228,6 +240,13 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
         if argument.startswith("--web.listen-address=")
     )
     assert datasource["url"] == f"http://{listen}"
+    # An exemplar's trace_id (the label the kit gives it) links to the trace UI whose URL
+    # Grafana's environment holds, empty unless the user sets it; $$ is a literal $.
+    [destination] = datasource["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "trace_id"
+    assert destination["url"] == "${GRAFANA_TRACE_URL}$${__value.raw}"
+    assert services["grafana"]["environment"]["GRAFANA_TRACE_URL"] == "${GRAFANA_TRACE_URL:-}"
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
     assert all(service["network_mode"] == "host" for service in services.values())
     # The Grafana that runs is the one whose types the dashboard is checked against.
     assert services["grafana"]["image"] == f"grafana/grafana:{grafana_version()}"
