@@ -77,6 +77,8 @@ _bench.use_prometheus_clients_reader()
 from wsgi import app  # noqa: E402
 """
 # What Prometheus 3 sends with a scrape.
+# A W3C traceparent whose flags say the trace is sampled.
+SAMPLED_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
     "application/openmetrics-text;version=0.0.1;q=0.4,"
@@ -319,6 +321,17 @@ def callgrind_total(path):
 def instructions(apps, fewer, more):
     print("\nInstructions per request of / in a sync gunicorn worker (callgrind; the")
     print(f"difference between serving {more} and {fewer} requests, so start-up cancels out)")
+    service = apps[-1]
+    # The same service, every request's traceparent sampled: each leaves an exemplar.
+    traced = App(
+        f"{service.name}, sampled traceparent",
+        service.directory,
+        service.conf_template,
+        service.module,
+        service.python,
+        headers={**service.headers, "traceparent": SAMPLED_TRACEPARENT},
+    )
+    apps = [*apps, traced]
     per_request = {}
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as directory:
         for app in apps:
@@ -331,8 +344,8 @@ def instructions(apps, fewer, more):
     bare = per_request["bare"]
     for app in apps:
         count = per_request[app.name]
-        print(f"  {app.name:<26} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
-    inprocess_instructions(apps[-1], fewer * 10, more * 10)
+        print(f"  {app.name:<40} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
+    inprocess_instructions(service, fewer * 10, more * 10)
 
 
 # inprocess.py's apps, and what each is.

@@ -18,6 +18,7 @@ bytes the files use.
 import argparse
 import gc
 import os
+import re
 import statistics
 import struct
 import tempfile
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.openmetrics import exposition as openmetrics
 
 WORKERS = (2, 4, 8, 16)
 ROUTES = (5, 20, 50)
@@ -35,8 +37,9 @@ CODES = ("200", "404", "500")
 FIRST_SCRAPES = 5
 
 
-def write_worker(pid, routes):
-    """What one worker's files hold after serving every label set once."""
+def write_worker(pid, routes, exemplars=None):
+    """What one worker's files hold after serving every label set once; with
+    `exemplars` (the kit's exemplar writer for the worker), each request's trace too."""
     values.ValueClass = values.MultiProcessValue(process_identifier=lambda: pid)
     labels = ["method", "path", "code"]
     duration = Histogram("http_server_request_duration_seconds", "D.", labels, registry=None)
@@ -52,6 +55,9 @@ def write_worker(pid, routes):
             for code in CODES:
                 duration.labels(method, f"/route/{route}", code).observe(0.01 * route)
                 requests.labels(method, f"/route/{route}", code).inc()
+                if exemplars is not None:
+                    child = duration.labels(method, f"/route/{route}", code)
+                    exemplars(child, 0.01 * route, os.urandom(16).hex(), os.urandom(8).hex())
     in_progress.set(0)
     memory.set(50e6)
 
@@ -62,7 +68,7 @@ def timed(scrape):
     return time.perf_counter() - start, body
 
 
-def compare(baseline, service, repeat):
+def compare(baseline, service, repeat, encode=generate_latest):
     """Medians of the first and warm scrapes, in seconds, and of their ratios to the
     baseline's in the same turn; the two take turns, so that load from elsewhere on
     the machine weighs on both alike."""
@@ -70,14 +76,12 @@ def compare(baseline, service, repeat):
     for _ in range(FIRST_SCRAPES):
         base, body = timed(baseline)
         collector = service()
-        mine, service_body = timed(
-            lambda collector=collector: collector.exposition(generate_latest)
-        )
+        mine, service_body = timed(lambda collector=collector: collector.exposition(encode))
         firsts.append((mine, base))
     check(body, service_body)
     for _ in range(repeat):
         base, body = timed(baseline)
-        mine, service_body = timed(lambda: collector.exposition(generate_latest))
+        mine, service_body = timed(lambda: collector.exposition(encode))
         warms.append((mine, base))
     check(body, service_body)
     return [
@@ -91,8 +95,12 @@ def compare(baseline, service, repeat):
 
 
 def check(baseline_body, service_body):
-    """The service's exposition is prometheus_client's, and its own gauge after."""
+    """The service's exposition is prometheus_client's, and its own gauge after (in
+    OpenMetrics, once its exemplars are taken out: prometheus_client's reader has none)."""
     gauge = b"# HELP metrics_files_unreadable"
+    if baseline_body.endswith(b"# EOF\n"):
+        baseline_body = baseline_body.removesuffix(b"# EOF\n")
+        service_body = re.sub(rb" # \{[^}]*\} \S+ \S+$", b"", service_body, flags=re.MULTILINE)
     assert service_body.startswith(baseline_body + gauge), "both must export the same"
 
 
@@ -118,13 +126,14 @@ def main():
         "--directory", help="compare on a copy of a real service's metrics directory"
     )
     args = parser.parse_args()
+    from flask_cf_prometheus import _bench
+
     if args.write:
         directory, workers, routes = args.write
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         for pid in range(1_000_001, 1_000_001 + int(workers)):  # no real worker's pid
-            write_worker(pid, int(routes))
+            write_worker(pid, int(routes), _bench.exemplar_writer(directory, pid))
         return
-    from flask_cf_prometheus import _bench
 
     if args.directory:
         real_directory(args.directory, args.repeat)
@@ -164,6 +173,37 @@ def main():
                 f"   {warm * 1000:7.2f} ms ({warm_ratio:5.3f}x)"
                 f"   {kept / 1024:>4.0f} KiB"
             )
+    with_exemplars(args.repeat)
+
+
+def with_exemplars(repeat):
+    """The warm OpenMetrics scrape of 16 workers' files whose every label set's request
+    was sampled, leaving an exemplar: the service's, against prometheus_client's, which
+    reads no exemplars."""
+    from flask_cf_prometheus import _bench
+
+    print(
+        "  OpenMetrics, 16 workers, an exemplar on every label set's bucket (the service's;"
+        " prometheus_client's has none):"
+    )
+    for routes in ROUTES:
+        with tempfile.TemporaryDirectory(prefix="bench-exemplars-") as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            for pid in range(1, 17):
+                write_worker(pid, routes, _bench.exemplar_writer(directory, pid))
+            registry = CollectorRegistry()
+            registry.register(MultiProcessCollector(None, path=directory))
+            _, (warm, base_warm, warm_ratio) = compare(
+                lambda registry=registry: openmetrics.generate_latest(registry),
+                lambda directory=directory: _bench.scrape_collector(directory),
+                repeat,
+                encode=openmetrics.generate_latest,
+            )
+        print(
+            f"  {16:>7} {routes:>6} {routes * len(METHODS) * len(CODES):>10}"
+            f"   prometheus_client warm {base_warm * 1000:6.1f} ms"
+            f"   service warm {warm * 1000:7.2f} ms ({warm_ratio:5.3f}x)"
+        )
 
 
 def real_directory(directory, repeat):

@@ -44,6 +44,24 @@ def middleware_replaced_by(module):
         _flask._middleware = sys.modules[MIDDLEWARE_MODULE] = kit_middleware
 
 
+def exemplar_writer(directory, pid):
+    """What worker `pid` does to leave an exemplar in `directory`, as a function of
+    (histogram, amount, trace id, span id), the ids in hex."""
+    import time
+    from pathlib import Path
+
+    from ._exemplar_files import Writer, file_name
+    from ._exemplars import bucket_key
+
+    writer = Writer(Path(directory) / file_name(pid))
+
+    def leave(histogram, amount, trace_id, span_id):
+        key = bucket_key(histogram, amount)
+        writer.record(key, bytes.fromhex(trace_id), bytes.fromhex(span_id), amount, time.time())
+
+    return leave
+
+
 def scrape_collector(directory):
     """A fresh instance of what the metrics endpoint reads `directory` with under
     gunicorn."""

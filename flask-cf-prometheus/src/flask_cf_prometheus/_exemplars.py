@@ -60,25 +60,28 @@ def observe_traced(histogram, amount, trace):
         histogram.observe(amount, {"trace_id": trace_id, "span_id": span_id})
         return
     histogram.observe(amount)
-    layout = _layouts.get(histogram)
-    if layout is None:
-        layout = _layouts[histogram] = _layout(histogram)
-    bounds, keys = layout
-    index = bisect.bisect_left(bounds, amount)
-    if amount != amount or index == len(bounds):  # NaN falls in no bucket
+    key = bucket_key(histogram, amount)
+    if key is None:
         return
     with _lock:
         writer = _writer if directory == _writer_directory else _open(directory)
         if writer:
-            writer.record(
-                keys[index], bytes.fromhex(trace_id), bytes.fromhex(span_id), amount, time.time()
-            )
+            writer.record(key, bytes.fromhex(trace_id), bytes.fromhex(span_id), amount, time.time())
 
 
-def _layout(histogram):
-    name, labels, bounds = histogram_layout(histogram)
-    keys = tuple(key_text(name, {**labels, "le": floatToGoString(bound)}) for bound in bounds)
-    return bounds, keys
+def bucket_key(histogram, amount):
+    """The exemplar file's key of the bucket `amount` falls into, as prometheus_client
+    counts it (the first whose bound is at least `amount`); None for NaN."""
+    layout = _layouts.get(histogram)
+    if layout is None:
+        name, labels, bounds = histogram_layout(histogram)
+        keys = tuple(key_text(name, {**labels, "le": floatToGoString(bound)}) for bound in bounds)
+        layout = _layouts[histogram] = bounds, keys
+    bounds, keys = layout
+    index = bisect.bisect_left(bounds, amount)
+    if amount != amount or index == len(bounds):  # NaN falls in no bucket
+        return None
+    return keys[index]
 
 
 def _open(directory):
