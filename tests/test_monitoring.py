@@ -246,7 +246,10 @@ def test_compose_file_and_grafana_provisioning_validate(cookies, template_tool):
     assert destination["name"] == "trace_id"
     assert destination["url"] == "${GRAFANA_TRACE_URL}$${__value.raw}"
     assert services["grafana"]["environment"]["GRAFANA_TRACE_URL"] == "${GRAFANA_TRACE_URL:-}"
-    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    assert (
+        "--enable-feature=exemplar-storage,created-timestamp-zero-ingestion"
+        in services["prometheus"]["command"]
+    )
     assert all(service["network_mode"] == "host" for service in services.values())
     # The Grafana that runs is the one whose types the dashboard is checked against.
     assert services["grafana"]["image"] == f"grafana/grafana:{grafana_version()}"

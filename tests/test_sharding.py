@@ -149,8 +149,8 @@ def agent_process(directory, shard, port):
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
         "--storage.remote.flush-deadline=10s",
-        # As the configuration's header says, for send_exemplars.
-        "--enable-feature=exemplar-storage",
+        # As the configuration's header says.
+        "--enable-feature=exemplar-storage,created-timestamp-zero-ingestion",
     ]
     env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_SHARD": str(shard)}
     log = directory / "agent.log"

@@ -142,7 +142,7 @@ def test_a_bad_log_format_stops_gunicorn(metrics_dir):
 def test_on_starting_empties_the_metrics_directory_of_a_previous_runs_files(metrics_dir):
     metrics_dir.mkdir()
     old_run = ["counter_123.db", "gauge_livesum_123.db", "histogram_aggregate.db"]
-    leftovers = [".counter_aggregate.staging", "counter_9.db.4.unreadable", "exemplars_123.bin"]
+    leftovers = [".counter_aggregate.staging", "counter_9.db.4.unreadable", "openmetrics_123.bin"]
     for name in [*old_run, *leftovers]:
         (metrics_dir / name).write_bytes(b"old run")
     (metrics_dir / ".lock").write_bytes(bytes(16))

@@ -23,12 +23,13 @@ import tracemalloc
 import pytest
 from prometheus_client import Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.samples import Exemplar
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
-from flask_cf_prometheus import _exemplar_files as exemplar_files
 from flask_cf_prometheus import _metric_files as metric_files
+from flask_cf_prometheus import _openmetrics_files as openmetrics_files
 from flask_cf_prometheus._fold import mark_worker_dead
 from flask_cf_prometheus._metric_files import merge_readable
 from flask_cf_prometheus._metrics_directory import allocate_worker_files
@@ -90,14 +91,28 @@ def summary(metrics):
     ]
 
 
-class Exemplars:
-    """The exemplars a history left, as the workers' files should give them: the newest
-    of each bucket, written by the kit's writer into worker `pid`'s file."""
+class Extras:
+    """The exemplars and starts a history left, as the workers' files should give them:
+    the newest exemplar of each bucket and the earliest start of each series, written
+    by the kit's writer into worker `pid`'s file."""
 
     def __init__(self, directory):
         self._directory = directory
         self.newest = {}  # (sample name, sorted label pairs) -> Exemplar
+        self.starts = {}  # (family name, sorted label pairs) -> timestamp
         self._clock = itertools.count(1_700_000_000)
+
+    def clear(self):
+        self.newest.clear()
+        self.starts.clear()
+
+    def start(self, pid, family, labels, timestamp):
+        """A start for series `labels` of `family` (a counter's or histogram's)."""
+        key = openmetrics_files.key_text(f"{family}_created", labels)
+        writer = openmetrics_files.Writer(self._directory / openmetrics_files.file_name(pid))
+        assert writer.record_start(key, timestamp)
+        series = (family, tuple(sorted(labels.items())))
+        self.starts[series] = min(timestamp, self.starts.get(series, timestamp))
 
     def leave(self, pid, name, labels, bounds, value):
         """An exemplar for `value`, observed in histogram `name` with `labels`: on the
@@ -106,8 +121,8 @@ class Exemplars:
         labels = {**labels, "le": floatToGoString(bound)}
         trace_id = random.Random(next(self._clock)).randbytes(24)
         timestamp = float(next(self._clock))
-        key = exemplar_files.key_text(f"{name}_bucket", labels)
-        writer = exemplar_files.Writer(self._directory / exemplar_files.file_name(pid))
+        key = openmetrics_files.key_text(f"{name}_bucket", labels)
+        writer = openmetrics_files.Writer(self._directory / openmetrics_files.file_name(pid))
         assert writer.record(key, trace_id[:16], trace_id[16:], value, timestamp)
         self.newest[(f"{name}_bucket", tuple(sorted(labels.items())))] = Exemplar(
             {"trace_id": trace_id[:16].hex(), "span_id": trace_id[16:].hex()}, value, timestamp
@@ -123,25 +138,50 @@ class Exemplars:
                 ]
         return metrics
 
+    def with_starts(self, metrics):
+        """Copies of `metrics` with each counter's and histogram's series followed by its
+        start, where it has one: a _created sample after the series' last."""
+        started = []
+        for metric in metrics:
+            copy = Metric(metric.name, metric.documentation, metric.type)
+            copy.samples = []
+            for index, sample in enumerate(metric.samples):
+                copy.samples.append(sample)
+                series = tuple(pair for pair in sorted_labels(sample) if pair[0] != "le")
+                following = metric.samples[index + 1 : index + 2]
+                if following and series == tuple(
+                    pair for pair in sorted_labels(following[0]) if pair[0] != "le"
+                ):
+                    continue  # not the series' last sample
+                start = self.starts.get((metric.name, series))
+                if start is not None and metric.type in ("counter", "histogram"):
+                    labels = {name: value for name, value in sample.labels.items() if name != "le"}
+                    copy.samples.append(Sample(f"{metric.name}_created", labels, start))
+            started.append(copy)
+        return started
+
 
 def sorted_labels(sample):
     return tuple(sorted(sample.labels.items()))
 
 
-def assert_same(directory, collector, context, exemplars=None):
+def assert_same(directory, collector, context, extras=None):
     """The collector reads what prometheus_client's merge reads, in every exposition,
-    with `exemplars` (an Exemplars) on the buckets."""
+    with `extras`' (an Extras) exemplars on the buckets, and in OpenMetrics its starts."""
     expected, _ = merge_readable(listing(directory))
-    if exemplars is not None:
-        expected = exemplars.on(expected)
+    if extras is not None:
+        expected = extras.on(expected)
     actual = collector.collect()
     # The kit's reader, not the fallback, must be under test.
     assert collector._reader is not None, unproven_message()
     assert summary(actual[:-1]) == summary(expected), context
     for accept in ACCEPT:
-        encode, _ = choose_encoder(accept)
+        encode, content_type = choose_encoder(accept)
         body = collector.exposition(encode)
-        assert body == encode(Families([*expected, actual[-1]])), f"{context}, Accept: {accept!r}"
+        shown = expected
+        if extras is not None and content_type.startswith("application/openmetrics-text"):
+            shown = extras.with_starts(expected)
+        assert body == encode(Families([*shown, actual[-1]])), f"{context}, Accept: {accept!r}"
 
 
 def define():
@@ -163,9 +203,9 @@ def define():
     return metrics
 
 
-def write(rng, pid, exemplars):
+def write(rng, pid, extras):
     """One random write, as worker `pid`; half the histograms' observations leave an
-    exemplar."""
+    exemplar, and a third of the counters' and histograms' writes a start."""
     with worker(pid):
         metrics = define()
         name = rng.choice(sorted(metrics))
@@ -174,17 +214,23 @@ def write(rng, pid, exemplars):
             number = rng.choice(NUMBERS[:-2])
             metric.observe(number)
             if rng.random() < 0.5:
-                exemplars.leave(pid, "size_bytes", {}, Histogram.DEFAULT_BUCKETS, number)
+                extras.leave(pid, "size_bytes", {}, Histogram.DEFAULT_BUCKETS, number)
+            if rng.random() < 0.3:
+                extras.start(pid, "size_bytes", {}, rng.uniform(1e9, 2e9))
             return
         labels = {"kind": rng.choice(LABEL_VALUES), "route": f"/r/{rng.randrange(4)}"}
         child = metric.labels(**labels)
         number = rng.choice(NUMBERS)
         if name == "counter":
             child.inc(abs(number))
+            if rng.random() < 0.3:
+                extras.start(pid, "events", labels, rng.uniform(1e9, 2e9))
         elif name == "histogram":
             child.observe(number)
             if rng.random() < 0.5:
-                exemplars.leave(pid, "latency_seconds", labels, (0.25, 1, 2.5, math.inf), number)
+                extras.leave(pid, "latency_seconds", labels, (0.25, 1, 2.5, math.inf), number)
+            if rng.random() < 0.3:
+                extras.start(pid, "latency_seconds", labels, rng.uniform(1e9, 2e9))
         elif name == "summary":
             child.observe(number)
         elif rng.random() < 0.1:
@@ -222,7 +268,7 @@ def rewrite(rng, source, target):
         values.close()
 
 
-def history(seed, directory, exemplars):
+def history(seed, directory, extras):
     """Random steps: writes by live workers, a worker's death and fold (its pid free to
     come back), a copy of a file under another name (a gauge's in any mode), a file's
     keys in another order, garbage, the directory removed."""
@@ -233,7 +279,7 @@ def history(seed, directory, exemplars):
         if roll < 0.7 or not live:
             pid = rng.randrange(1, 6)
             live.add(pid)
-            write(rng, pid, exemplars)
+            write(rng, pid, extras)
             yield f"seed {seed}, step {step}: worker {pid} writes"
         elif roll < 0.85:
             pid = rng.choice(sorted(live))
@@ -258,17 +304,18 @@ def history(seed, directory, exemplars):
             shutil.rmtree(directory)
             directory.mkdir()
             live.clear()
-            exemplars.newest.clear()
+            extras.clear()
             yield f"seed {seed}, step {step}: the directory removed and made again"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_reader_reads_what_prometheus_clients_merge_reads(directory, seed):
-    """And each bucket's newest exemplar, from the workers' files and the folds'."""
+    """And each bucket's newest exemplar and each series' earliest start, from the
+    workers' files and the folds'."""
     collector = LockedCollector(directory)
-    exemplars = Exemplars(directory)
-    for context in history(seed, directory, exemplars):
-        assert_same(directory, collector, context, exemplars)
+    extras = Extras(directory)
+    for context in history(seed, directory, extras):
+        assert_same(directory, collector, context, extras)
 
 
 def test_a_recycled_pid_and_a_fold_between_scrapes(directory):
@@ -345,10 +392,11 @@ def test_scrapes_render_only_the_values_once_the_series_are_known(directory, mon
     monkeypatch.setattr(Rendering, "_alone", alone)
     with worker(1):
         define()["histogram"].labels("a", "/").observe(2)
-    exemplars = Exemplars(directory)
-    exemplars.leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1, 2.5), 2)
+    extras = Extras(directory)
+    extras.leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1, 2.5), 2)
+    extras.start(1, "latency_seconds", {"kind": "a", "route": "/"}, 1_700_000_000.5)
 
-    assert_same(directory, collector, "a value changed, and an exemplar came", exemplars)
+    assert_same(directory, collector, "a value changed, an exemplar and a start came", extras)
     assert rendered == ["metrics_files_unreadable"] * len(ACCEPT), "only the gauge made anew"
 
 
@@ -371,16 +419,17 @@ def test_threads_scraping_at_once_agree_with_prometheus_client(directory):
     for thread in threads:
         thread.start()
     rng = random.Random(7)  # noqa: S311
-    exemplars = Exemplars(directory)
+    extras = Extras(directory)
     for _ in range(150):
-        write(rng, rng.randrange(1, 4), exemplars)
+        write(rng, rng.randrange(1, 4), extras)
     stop.set()
     for thread in threads:
         thread.join()
 
     assert failures == []
-    assert exemplars.newest
-    assert_same(directory, collector, "after the threads", exemplars)
+    assert extras.newest
+    assert extras.starts
+    assert_same(directory, collector, "after the threads", extras)
 
 
 def test_files_growing_while_scrapes_read_them(directory):
@@ -428,7 +477,7 @@ def test_a_prometheus_client_outside_the_proven_versions_is_read_by_its_own_read
     assert actual == generate_latest(Families([*expected, collector.collect()[-1]]))
 
     # Its reader has no exemplars: the workers' are left out, and that is said once.
-    Exemplars(directory).leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1), 0.3)
+    Extras(directory).leave(1, "latency_seconds", {"kind": "a", "route": "/"}, (0.25, 1), 0.3)
     encode, _ = choose_encoder(ACCEPT[1])
     with caplog.at_level(logging.ERROR):
         assert collector.exposition(encode) == collector.exposition(encode)

@@ -50,8 +50,8 @@ def exemplar_writer(directory, pid):
     import time
     from pathlib import Path
 
-    from ._exemplar_files import Writer, file_name
     from ._exemplars import bucket_key
+    from ._openmetrics_files import Writer, file_name
 
     writer = Writer(Path(directory) / file_name(pid))
 

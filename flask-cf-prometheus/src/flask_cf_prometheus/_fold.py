@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from . import _exemplar_files as exemplar_files
+from . import _openmetrics_files as openmetrics_files
 from ._metric_files import file_size, is_readable, merge_readable
 from ._metrics_directory import (
     AGGREGATE_ID,
@@ -146,11 +146,11 @@ def _key_elsewhere(directory, metric, reason):
 
 
 def _fold_worker(pid, directory):
-    dead = directory / exemplar_files.file_name(pid)
+    dead = directory / openmetrics_files.file_name(pid)
     if dead.exists():
         # The exemplars first: a fold of them that fails leaves the counts unfolded too,
         # and the retry folds both.
-        exemplar_files.fold(dead, directory / exemplar_files.file_name(AGGREGATE_ID))
+        openmetrics_files.fold(dead, directory / openmetrics_files.file_name(AGGREGATE_ID))
     for prefix in FOLDED_PREFIXES:
         dead = directory / f"{prefix}_{pid}.db"
         if not dead.exists():

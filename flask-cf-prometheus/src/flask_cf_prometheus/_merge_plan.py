@@ -77,6 +77,7 @@ class Plan:
         self.signature = signature
         self.families = {}
         self._sorted_keys = {}
+        self._series = {}
         modes = _gauge_modes(states, key_info)
         self.slot_count = 0
         self.generic_count = 0  # slots of min, max and last-value gauges
@@ -155,6 +156,22 @@ class Plan:
                 reference = samples[(name, labels)] = ("generic", self.generic_count)
                 self.generic_count += 1
         return reference[1]
+
+    def series(self, family):
+        """(index of its last sample in the family, its sorted labels without `le`) of
+        each series: the merge keeps a series' samples together. Worked out once per
+        plan."""
+        cached = self._series.get(family.name)
+        if cached is None:
+            cached = []
+            for index, (_, labels) in enumerate(self.keys[family.start : family.stop]):
+                series = tuple(sorted(pair for pair in labels if pair[0] != "le"))
+                if cached and cached[-1][1] == series:
+                    cached[-1] = (index, series)
+                else:
+                    cached.append((index, series))
+            self._series[family.name] = cached
+        return cached
 
     def sorted_keys(self, family):
         """The family's keys with their labels sorted (the merge puts `le` last), as

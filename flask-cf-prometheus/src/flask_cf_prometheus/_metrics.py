@@ -11,22 +11,25 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 
 from ._exemplars import observe_traced
+from ._openmetrics_files import key_text, record_start
 from ._settings import app_metrics_directory
 
 # prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, at the first metric declared
 # (below): a set but blank one is refused first, or it would write into the working
 # directory.
-app_metrics_directory()
+DIRECTORY = app_metrics_directory()
 
 # The names and method, path and code labels of GOV.UK's gds-metrics (README.md says what
 # a gds-metrics dashboard needs to change).
+REQUEST_DURATION_NAME = "http_server_request_duration_seconds"
+REQUESTS_NAME = "http_server_requests"
 REQUEST_DURATION = Histogram(
-    "http_server_request_duration_seconds",
+    REQUEST_DURATION_NAME,
     "Time spent serving HTTP requests, by method, route template and status code.",
     ["method", "path", "code"],
 )
 REQUESTS = Counter(
-    "http_server_requests",
+    REQUESTS_NAME,
     "HTTP requests served, by method, route template and status code.",
     ["method", "path", "code"],
 )
@@ -112,11 +115,19 @@ UNMATCHED_PATH = "unmatched"
 _children = {}
 
 
-def _request_children(method, path, code):
-    """The labelled histogram and counter for one label set, looked up once."""
+def _request_children(method, path, code, start):
+    """The labelled histogram and counter for one label set, looked up once. Under
+    gunicorn, the first time in a worker, the series' start is recorded first, for
+    OpenMetrics' _created (_openmetrics_files.py): the start of the request that makes
+    them, never later than their first value."""
     key = (method, path, code)
     children = _children.get(key)
     if children is None:
+        if DIRECTORY is not None:
+            began = time.time() - (time.perf_counter() - start)
+            labels = {"method": method, "path": path, "code": code}
+            for name in (REQUESTS_NAME, REQUEST_DURATION_NAME):
+                record_start(DIRECTORY, key_text(f"{name}_created", labels), began)
         children = _children[key] = (REQUEST_DURATION.labels(*key), REQUESTS.labels(*key))
     return children
 
@@ -129,6 +140,7 @@ def count_request(method, rule, status, start, trace=None):
         method if method in STANDARD_METHODS else OTHER_METHOD,
         UNMATCHED_PATH if rule is None else rule.rule,
         status,
+        start,
     )
     if trace is None:
         duration.observe(time.perf_counter() - start)

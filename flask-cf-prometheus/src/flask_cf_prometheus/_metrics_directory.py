@@ -16,7 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from . import _exemplar_files as exemplar_files
+from . import _openmetrics_files as openmetrics_files
 from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError
 
 LOCK_FILE = ".lock"
@@ -27,15 +27,15 @@ AGGREGATE_ID = "aggregate"
 # The files a worker of this service writes (_metrics.py) and the bytes each is given
 # before the worker maps them: 64 KiB, prometheus_client's first size, holds about 300
 # label sets of a counter; a histogram's label set takes 16 values, so its file gets
-# 1 MiB, about 240 label sets of the request duration histogram. Its exemplars go to a
-# file of their own (_exemplar_files.py).
+# 1 MiB, about 240 label sets of the request duration histogram. Its exemplars and its
+# series' starts go to a file of their own (_openmetrics_files.py): 256 KiB, about 1,000.
 WORKER_FILE_SIZES = {
     "counter": 1 << 16,
     "histogram": 1 << 20,
     "gauge_livesum": 1 << 16,
     "gauge_livemax": 1 << 16,
     "gauge_liveall": 1 << 16,
-    exemplar_files.PREFIX: exemplar_files.FILE_BYTES,
+    openmetrics_files.PREFIX: openmetrics_files.FILE_BYTES,
 }
 # Sets of worker files the master keeps allocated, for workers that boot on a full disk.
 SPARE_SETS = 2
@@ -48,22 +48,25 @@ VALUE_FILE = re.compile(
 )
 # A file a fold could not read is renamed with this suffix, out of the scrapes' way.
 UNREADABLE_SUFFIX = ".unreadable"
-# Exemplar files, one per worker and the aggregate: not .db, which both readers read.
-EXEMPLAR_FILE = re.compile(r"exemplars_(\d+|aggregate)\.bin")
-OWN_FILE = re.compile(rf"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable|{EXEMPLAR_FILE.pattern}")
+# Exemplars and starts, a file per worker and the aggregate: not .db, which both readers
+# read.
+OPENMETRICS_FILE = re.compile(r"openmetrics_(\d+|aggregate)\.bin")
+OWN_FILE = re.compile(
+    rf"\.\w+_aggregate\.staging|\w+\.db\.\d+\.unreadable|{OPENMETRICS_FILE.pattern}"
+)
 # Spare sets, numbered below SPARE_SETS, and one a worker is claiming.
 OWN_DIRECTORY = re.compile(r"\.spare-(\d+|claimed-\d+)(\.making)?")
 
 
 def worker_file(prefix, pid):
     """The name of worker `pid`'s file of `prefix` (a key of WORKER_FILE_SIZES)."""
-    if prefix == exemplar_files.PREFIX:
-        return exemplar_files.file_name(pid)
+    if prefix == openmetrics_files.PREFIX:
+        return openmetrics_files.file_name(pid)
     return f"{prefix}_{pid}.db"
 
 
 def _spare_file(prefix):
-    return f"{prefix}.bin" if prefix == exemplar_files.PREFIX else f"{prefix}.db"
+    return f"{prefix}.bin" if prefix == openmetrics_files.PREFIX else f"{prefix}.db"
 
 
 def allocate(path, size):

@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from . import _exemplar_files as exemplar_files
+from . import _openmetrics_files as openmetrics_files
 from ._merge_plan import PlanError
 from ._metric_files import claims_a_hole, merge_readable
 from ._metrics_directory import GENERATION_BYTES, UNREADABLE_SUFFIX, locked, read_generation
@@ -41,19 +41,22 @@ class LockedCollector:
 
     The kit's reader (_reader.py) parses each file once; with a prometheus_client it is not
     proven on, prometheus_client's merge reads them instead. A file neither can read is
-    skipped, logged once and counted in metrics_files_unreadable. The kit's reader adds
-    each bucket's newest exemplar from the workers' exemplar files; prometheus_client's
-    has none. A gthread worker's threads scrape one at a time."""
+    skipped, logged once and counted in metrics_files_unreadable. To an OpenMetrics
+    scrape, the kit's reader adds each bucket's newest exemplar and each series' start
+    (_openmetrics_files.py); prometheus_client's has neither. A gthread worker's threads
+    scrape one at a time."""
 
     def __init__(self, directory):
         self._directory = Path(directory)
         self._reader = Reader.for_installed_version()
-        self._exemplars = exemplar_files.Reader()
+        self._openmetrics = openmetrics_files.Reader()
         self._reading = threading.Lock()
 
     def collect(self):
         with self._reading:
-            read, extra = self._read(with_exemplars=True)
+            # With the exemplars, which the text encoders leave out; without the starts,
+            # which they would not.
+            read, extra = self._read(for_openmetrics=True)
             metrics = read.metrics() if isinstance(read, Scrape) else read
         return [*metrics, *extra]
 
@@ -63,7 +66,7 @@ class LockedCollector:
         key = encoder_key(encode)
         with self._reading:
             read, extra = self._read(
-                with_exemplars=key is not None and key[0] is openmetrics.generate_latest
+                for_openmetrics=key is not None and key[0] is openmetrics.generate_latest
             )
             if isinstance(read, Scrape):
                 body = read.exposition(encode, extra)
@@ -72,7 +75,7 @@ class LockedCollector:
                 read = read.metrics()
         return encode(Families([*read, *extra]))
 
-    def _read(self, with_exemplars):
+    def _read(self, for_openmetrics):
         with contextlib.ExitStack() as held:
             try:
                 generation = read_generation(held.enter_context(locked(self._directory, LOCK_SH)))
@@ -103,11 +106,14 @@ class LockedCollector:
                     and not claims_a_hole(path)
                 ]
                 read, unreadable = merge_readable(sized)
-                if glob.glob(os.path.join(self._directory, "exemplars_*.bin")):
-                    _say_once("Scrapes read the metric files with prometheus_client: no exemplars")
-            elif with_exemplars:
-                read.exemplars = self._exemplars.newest(
-                    sorted(glob.glob(os.path.join(self._directory, "exemplars_*.bin")))
+                if glob.glob(os.path.join(self._directory, "openmetrics_*.bin")):
+                    _say_once(
+                        "Scrapes read the metric files with prometheus_client:"
+                        " no exemplars, no start times"
+                    )
+            elif for_openmetrics:
+                read.exemplars, read.starts = self._openmetrics.read(
+                    sorted(glob.glob(os.path.join(self._directory, "openmetrics_*.bin")))
                 )
         for path in unreadable:
             _say_once(f"Scrapes skip {path}, which is not a metric file prometheus_client can read")

@@ -42,8 +42,23 @@ class Scrape:
         self._plan = plan
         self._views = views
         self.values = self._evaluate()
-        # The newest exemplar of each bucket, by (sample name, labels) (_exemplar_files.py).
+        # The newest exemplar of each bucket, by (sample name, labels), and the start of
+        # each series, by its _created sample's (_openmetrics_files.py).
         self.exemplars = {}
+        self.starts = {}
+
+    def starts_of(self, family):
+        """(index of the series' last sample in the family, its start) of each series of
+        a counter or histogram that has a start."""
+        if family.typ not in ("counter", "histogram") or not self.starts:
+            return []
+        name = family.name + "_created"
+        found = []
+        for last, labels in self._plan.series(family):
+            start = self.starts.get((name, labels))
+            if start is not None:
+                found.append((last, start))
+        return found
 
     def exemplars_of(self, family):
         """(sample's index in the family, exemplar) of each of a histogram's buckets that
@@ -109,7 +124,7 @@ class Scrape:
             result.append(self.metric(family))
         return result
 
-    def metric(self, family, *, exemplars=True):
+    def metric(self, family, *, exemplars=True, starts=False):
         metric = Metric(family.name, family.doc, family.typ)
         if family.most_recent:
             metric.samples = self._most_recent(family)
@@ -123,6 +138,11 @@ class Scrape:
             ]
             for index, exemplar in self.exemplars_of(family) if exemplars else ():
                 metric.samples[index] = metric.samples[index]._replace(exemplar=exemplar)
+            # After each series' last sample, its start, as prometheus_client writes it.
+            for last, start in reversed(self.starts_of(family) if starts else ()):
+                series = metric.samples[last]
+                created = Sample(family.name + "_created", series.labels, start)
+                metric.samples.insert(last + 1, created)
         return metric
 
     def exposition(self, encode, extra):

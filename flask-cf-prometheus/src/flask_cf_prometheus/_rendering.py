@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-from ._exemplar_files import openmetrics_suffix
+from ._openmetrics_files import openmetrics_suffix
 
 ENCODERS = (exposition.generate_latest, openmetrics.generate_latest)
 
@@ -41,8 +41,9 @@ class Rendering:
 
     def __init__(self, encode):
         self._encode = encode
-        # Only OpenMetrics has exemplars; the text format leaves them out.
-        self._exemplars = encoder_key(encode)[0] is openmetrics.generate_latest
+        # Only OpenMetrics has exemplars and starts (_created); the text format, as
+        # prometheus_client's multiprocess reader writes it, has neither.
+        self._openmetrics = encoder_key(encode)[0] is openmetrics.generate_latest
         self._trailer = encode(Families([])).decode("utf-8")
         # family name -> (what it was learnt for, (header, prefixes) or None: the encoder's)
         self._learnt = {}
@@ -103,14 +104,19 @@ class Rendering:
                 learnt, _ = self._learn(scrape.metric(family, exemplars=False))
                 self._learnt[family.name] = (family.doc, family.typ, keys), learnt
             if learnt is None:
-                parts.append(self._alone(scrape.metric(family)))
+                parts.append(self._alone(scrape.metric(family, starts=self._openmetrics)))
                 continue
             header, prefixes = learnt
             values = self._format(scrape.values[family.start : family.stop])
             lines = list(starmap(operator.add, zip(prefixes, values, strict=True)))
-            if self._exemplars:
+            if self._openmetrics:
                 for index, exemplar in scrape.exemplars_of(family):
                     lines[index] += openmetrics_suffix(exemplar)
+                for last, start in reversed(scrape.starts_of(family)):
+                    # The series' last line with its name made the _created sample's.
+                    name = keys[last][0]
+                    created = family.name + "_created" + prefixes[last][len(name) :]
+                    lines.insert(last + 1, created + floatToGoString(start))
             parts.append(header)
             parts.append("\n".join(lines))
             parts.append("\n")

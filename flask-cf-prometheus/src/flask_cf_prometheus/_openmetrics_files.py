@@ -1,20 +1,23 @@
-"""Exemplar files: the trace behind a bucket's newest observation, kept in
-a file per worker beside its values, and read at every OpenMetrics scrape.
+"""What OpenMetrics shows that prometheus_client's multiprocess files cannot hold: each
+bucket's exemplar (the trace behind its newest observation) and each series' start time
+(its `_created`), in a file per worker beside its values.
 
-prometheus_client keeps exemplars in one process only: its multiprocess values drop them
-(client_python #826). Here each worker writes its own into `exemplars_<pid>.bin`, a
-dead worker's are folded into `exemplars_aggregate.bin` with its counts (_fold.py), and
-a scrape takes, for each bucket, the newest of all: an exemplar never goes back in time,
-which Prometheus would refuse.
+prometheus_client keeps exemplars and start times in one process only: its multiprocess
+values have neither (client_python #826). Here each worker writes its own into
+`openmetrics_<pid>.bin`, and a dead worker's are folded into `openmetrics_aggregate.bin`
+with its counts (_fold.py). A scrape takes, for each bucket, the newest exemplar of all,
+so that an exemplar never goes back in time, which Prometheus would refuse; and for
+each series, the earliest start, so that a start never moves later, which Prometheus
+would read as a reset.
 
 A file is a header (the bytes used, 4 bytes, then 4 zero bytes) and records, appended
 and never moved. A record is its key's length and CRC-32 (4 bytes each), the key (JSON
-`[sample name, labels]`) padded to 8 bytes, and two copies of the exemplar. A copy is a
-sequence number (8 bytes), the trace id (16), the span id (8), the value and the
-timestamp (doubles), and a CRC-32 of all that (4 bytes, then 4 zero bytes). Copy 1 holds
-odd sequence numbers, copy 0 even ones: the writer overwrites the older, so a read finds
-the newer whole, unless the writer overwrote both during that one read; then the record
-is skipped for that scrape.
+`[sample name, labels]`: a bucket's, or a series' `_created`) padded to 8 bytes, and
+two copies of its value. A copy is a sequence number (8 bytes), a trace id (16) and a
+span id (8), zero for a start, the value and the timestamp (doubles), and a CRC-32 of
+all that (4 bytes, then 4 zero bytes). Copy 1 holds odd sequence numbers, copy 0 even
+ones: the writer overwrites the older, so a read finds the newer whole, unless the
+writer overwrote both during that one read; then the record is skipped for that scrape.
 """
 
 import json
@@ -23,6 +26,8 @@ import mmap
 import os
 import stat
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -31,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "exemplars"
+PREFIX = "openmetrics"
 # 256 KiB: about 1,000 buckets' exemplars of the request duration histogram.
 FILE_BYTES = 1 << 18
 HEADER = struct.Struct("<I4x")
@@ -49,6 +54,21 @@ def file_name(pid):
 def key_text(sample_name, labels):
     """The key of one sample: its name and labels, in one spelling for every worker."""
     return json.dumps([sample_name, labels], sort_keys=True, separators=(",", ":"))
+
+
+def is_start(text):
+    """Whether a key is a series' start time (its `_created` sample), which the earliest
+    wins, rather than an exemplar, which the newest does."""
+    return text.startswith('["') and text[2 : text.find('"', 2)].endswith("_created")
+
+
+def _preferred(text, copy, known):
+    """Whether `copy` wins over `known`, for the record of key `text`."""
+    if known is None:
+        return True
+    if is_start(text):
+        return copy[4] < known[4]
+    return copy[4] > known[4]
 
 
 def _padded(length):
@@ -161,9 +181,15 @@ class Writer:
             self._used = copies + 2 * COPY_BYTES
         HEADER.pack_into(self._map, 0, self._used)
 
+    def record_start(self, key, timestamp):
+        """Make `timestamp` the start of the series whose `_created` sample is `key`,
+        unless it has an earlier one. False when the file has no room left for it."""
+        return self.record(key, bytes(16), bytes(8), timestamp, timestamp)
+
     def record(self, key, trace_id, span_id, value, timestamp):
         """Make (trace id, span id, value, timestamp) the exemplar of sample `key`, the
-        ids as bytes. False when the file has no room left for a new key."""
+        ids as bytes, or, for a start, the start (the earliest is kept). False when the
+        file has no room left for a new key."""
         if self._map is None:
             self.open()
         known = self._records.get(key)
@@ -172,8 +198,10 @@ class Writer:
             if known is None:
                 return False
         copies, newest = known
-        if newest is not None and timestamp < newest[4]:
-            return True  # the clock went back: never an older exemplar
+        copy = (0, trace_id, span_id, value, timestamp)
+        if not _preferred(key, copy, newest):
+            # An exemplar older than the one kept (the clock went back), or a later start.
+            return True
         sequence = 1 if newest is None else newest[0] + 1
         # Copy 1 for odd sequence numbers, copy 0 for even ones: the older is overwritten,
         # and the newer stays whole while it is.
@@ -205,37 +233,91 @@ class Writer:
         return known
 
 
+# This process's Writer (False if it cannot have one, None until asked), for the
+# metrics directory it was opened in.
+_lock = threading.Lock()
+_writer = None
+_writer_directory = None
+
+
+def _forget_writer():
+    global _writer, _writer_directory
+    _writer = _writer_directory = None
+
+
+# A worker forked from a process that wrote writes a file of its own.
+os.register_at_fork(after_in_child=_forget_writer)
+
+
+def record_exemplar(directory, key, trace_id, span_id, value):
+    """Make the trace (ids in hex) the exemplar of bucket `key`, as of now, in this
+    process's file in `directory`."""
+    with _lock:
+        writer = _process_writer(directory)
+        if writer:
+            writer.record(key, bytes.fromhex(trace_id), bytes.fromhex(span_id), value, time.time())
+
+
+def record_start(directory, key, timestamp):
+    """Make `timestamp` the start of the series whose `_created` sample is `key`, unless
+    this process's file in `directory` has an earlier one."""
+    with _lock:
+        writer = _process_writer(directory)
+        if writer:
+            writer.record_start(key, timestamp)
+
+
+def _process_writer(directory):
+    global _writer, _writer_directory
+    if directory == _writer_directory:
+        return _writer
+    writer = Writer(Path(directory) / file_name(os.getpid()))
+    try:
+        writer.open()
+    except OSError as error:
+        # A full disk, say: this worker's requests go on, without exemplars or starts.
+        logger.error("This worker keeps no exemplars or starts: %s", error)
+        writer = False
+    _writer, _writer_directory = writer, directory
+    return writer
+
+
 class Reader:
-    """Reads the exemplar files at each scrape; each key's text is parsed once. Not
-    thread-safe: the caller holds a lock."""
+    """Reads the files at each scrape; each key's text is parsed once. Not thread-safe:
+    the caller holds a lock."""
 
     def __init__(self):
         self._keys = {}  # key text -> (sample name, sorted label pairs), or None
 
-    def newest(self, paths):
-        """The newest exemplar of each sample in these files: {(sample name, sorted label
-        pairs): Exemplar}. A file that cannot be read gives none."""
-        newest = {}
-        keys = self._keys
-        if len(keys) > 100_000:  # keys of files long gone
-            keys.clear()
+    def read(self, paths):
+        """Of all these files: the newest exemplar of each bucket, {(sample name, sorted
+        label pairs): Exemplar}, and the earliest start of each series, {(its `_created`
+        sample's name, sorted label pairs): timestamp}. A file that cannot be read gives
+        none."""
+        chosen = {}  # key text -> copy
         for path in paths:
             try:
                 data = _read(path)
             except OSError:
                 continue
             for text, _, copy in records(data):
-                if copy is None:
-                    continue
-                key = keys.get(text, False)
-                if key is False:
-                    key = keys[text] = parse_key(text)
-                if key is None:
-                    continue
-                known = newest.get(key)
-                if known is None or copy[4] > known[4]:
-                    newest[key] = copy
-        return {key: as_exemplar(copy) for key, copy in newest.items()}
+                if copy is not None and _preferred(text, copy, chosen.get(text)):
+                    chosen[text] = copy
+        keys = self._keys
+        if len(keys) > 100_000:  # keys of files long gone
+            keys.clear()
+        exemplars, starts = {}, {}
+        for text, copy in chosen.items():
+            key = keys.get(text, False)
+            if key is False:
+                key = keys[text] = parse_key(text)
+            if key is None:
+                continue
+            if is_start(text):
+                starts[key] = copy[4]
+            else:
+                exemplars[key] = as_exemplar(copy)
+        return exemplars, starts
 
 
 def _read(path):
@@ -259,8 +341,9 @@ def _read(path):
 
 
 def fold(dead, aggregate):
-    """Replace `aggregate` by the newest exemplar of each key in it and `dead`,
-    atomically, then remove `dead`. The caller holds the directory's exclusive lock."""
+    """Replace `aggregate` by the newest exemplar and the earliest start of each key in
+    it and `dead`, atomically, then remove `dead`. The caller holds the directory's
+    exclusive lock."""
     newest = {}
     for path in (aggregate, dead):
         try:
@@ -268,7 +351,7 @@ def fold(dead, aggregate):
         except FileNotFoundError:
             continue
         for text, _, copy in records(data):
-            if copy is not None and (text not in newest or copy[4] > newest[text][4]):
+            if copy is not None and _preferred(text, copy, newest.get(text)):
                 newest[text] = copy
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
