@@ -134,6 +134,31 @@ def running_prometheus(command, port, log, env=None):
             process.wait()
 
 
+# The SLO alerts' windows cut from 1h and 5m, so that a page fires within a test.
+SHORT_SLO_WINDOWS = {"1h": "40s", "5m": "20s"}
+
+
+def every_second(monitoring, service_port, alertmanager_port):
+    """Make a baked service's monitoring/prometheus.yml scrape and evaluate every second,
+    scrape the service on `service_port` and send alerts to `alertmanager_port`."""
+    prometheus_yml = monitoring / "prometheus.yml"
+    prometheus_yml.write_text(
+        prometheus_yml.read_text()
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace('"127.0.0.1:9093"', f'"127.0.0.1:{alertmanager_port}"')
+        .replace('"127.0.0.1:8000"', f'"127.0.0.1:{service_port}"')
+    )
+
+
+def with_windows(rules, windows):
+    """The text of alerts.yml `rules` with each range of `windows` (its keys) replaced
+    by its value."""
+    for window, seconds in windows.items():
+        rules = rules.replace(f"[{window}]", f"[{seconds}]")
+    return rules
+
+
 def run_prometheus(monitoring, tmp_path, *arguments, **environ):
     """monitoring/run-prometheus with the Prometheus the tests use; `arguments` go to
     Prometheus."""

@@ -24,7 +24,13 @@ from standins.loopback import StandIn, free_loopback_port, serving
 
 from . import alert_receivers
 from .baking import FAILING, bake, bake_with_views, run
-from .prometheus_server import alertmanager_alerts, run_prometheus
+from .prometheus_server import (
+    SHORT_SLO_WINDOWS,
+    alertmanager_alerts,
+    every_second,
+    run_prometheus,
+    with_windows,
+)
 from .service import serve, wait_for
 from .tls import certificates
 from .tools import require
@@ -137,23 +143,13 @@ def alerting_stack(
     and the receivers as `configure(config, secrets)` changes them (as baked by
     default). Yields the Alertmanager's URL."""
     port = free_loopback_port()
-    service_port = service_port or free_loopback_port()
-    prometheus_yml = monitoring / "prometheus.yml"
-    prometheus_yml.write_text(
-        prometheus_yml.read_text()
-        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
-        .replace("scrape_interval: 15s", "scrape_interval: 1s")
-        .replace('"127.0.0.1:9093"', f'"127.0.0.1:{port}"')
-        .replace('"127.0.0.1:8000"', f'"127.0.0.1:{service_port}"')
-    )
+    every_second(monitoring, service_port or free_loopback_port(), port)
     alerts_yml = monitoring / "alerts.yml"
     down = "      - alert: ServiceDown\n"
     text = alerts_yml.read_text()
     start = text.index(down)
     text = text[:start] + text[start:].replace("for: 5m", f"for: {service_down_after}", 1)
-    for window, seconds in (slo_windows or {}).items():
-        text = text.replace(f"[{window}]", f"[{seconds}]")
-    alerts_yml.write_text(text)
+    alerts_yml.write_text(with_windows(text, slo_windows or {}))
     config = yaml.safe_load((monitoring / "alertmanager.yml").read_text())
     configure(config, monitoring / "secrets")
     config["route"].update(group_wait="1s", group_interval="1s")
@@ -539,7 +535,7 @@ def test_a_fast_burn_pages_once_resolves_once_and_servicedown_holds_back_the_res
             service_port=service.port,
             repeat="1h",
             configure=configure,
-            slo_windows={"1h": "40s", "5m": "20s"},
+            slo_windows=SHORT_SLO_WINDOWS,
         ) as alertmanager,
     ):
         burn = "AvailabilityBudgetBurn1h"

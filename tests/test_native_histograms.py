@@ -3,14 +3,17 @@ conversion to native histograms with custom buckets (NHCB) switched on as promet
 says, the classic `_bucket` series are gone, and the latency SLO's page fires in a real
 Prometheus as it does on the classic series."""
 
+import os
+import subprocess
 import time
 
 import pytest
 from standins.loopback import free_loopback_port
 
 from .baking import bake_with_views
-from .prometheus_server import run_prometheus
+from .prometheus_server import SHORT_SLO_WINDOWS, every_second, run_prometheus, with_windows
 from .service import serve
+from .tools import require
 
 TOKEN = "native-histograms-token"
 # A route slower than the latency objective (0.5 s by default): every request breaks it.
@@ -24,6 +27,8 @@ def slow():
     return {"slow": True}
 """
 PAGE = "LatencyBudgetBurn1h"
+# What run-prometheus says to set for the conversion on Prometheus 3.5.
+NATIVE_FEATURES = "exemplar-storage,native-histograms"
 
 
 def switched_to_nhcb(prometheus_yml):
@@ -39,29 +44,19 @@ def test_the_latency_page_fires_whichever_way_prometheus_stores_the_histogram(
 ):
     project = bake_with_views(cookies, SLOW)
     monitoring = project / "monitoring"
-    arguments = ["--rules.alert.resend-delay=1s"]
+    environ = {"METRICS_BASIC_AUTH_TOKEN": TOKEN}
     if storage == "nhcb":
         (monitoring / "prometheus.yml").write_text(switched_to_nhcb(monitoring / "prometheus.yml"))
-        arguments.append("--enable-feature=native-histograms")
+        environ["PROMETHEUS_FEATURES"] = NATIVE_FEATURES
     alerts = monitoring / "alerts.yml"
-    text = alerts.read_text()
-    for window, seconds in (("1h", "40s"), ("5m", "20s")):
-        text = text.replace(f"[{window}]", f"[{seconds}]")
-    alerts.write_text(text)
+    alerts.write_text(with_windows(alerts.read_text(), SHORT_SLO_WINDOWS))
     with serve(
         project, project_python, tmp_path, workers=4, METRICS_BASIC_AUTH_TOKEN=TOKEN
     ) as service:
-        prometheus_yml = monitoring / "prometheus.yml"
-        prometheus_yml.write_text(
-            prometheus_yml.read_text()
-            .replace("scrape_interval: 15s", "scrape_interval: 1s")
-            .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
-            .replace('"127.0.0.1:8000"', f'"127.0.0.1:{service.port}"')
-            # No Alertmanager: the alerts are read from Prometheus, and sent nowhere.
-            .replace('"127.0.0.1:9093"', f'"127.0.0.1:{free_loopback_port()}"')
-        )
+        # No Alertmanager on its port: the alerts are read from Prometheus.
+        every_second(monitoring, service.port, free_loopback_port())
         with run_prometheus(
-            monitoring, tmp_path, *arguments, METRICS_BASIC_AUTH_TOKEN=TOKEN
+            monitoring, tmp_path, "--rules.alert.resend-delay=1s", **environ
         ) as prometheus:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not firing(prometheus):
@@ -91,3 +86,33 @@ def firing(prometheus):
         for alert in prometheus.get("/api/v1/alerts")["alerts"]
         if alert["labels"]["alertname"] == PAGE and alert["state"] == "firing"
     ]
+
+
+def test_run_prometheus_refuses_the_conversion_beside_start_times(cookies, tmp_path):
+    """Prometheus 3.5 scrapes nothing when it converts histograms and ingests start
+    times (prometheus#15137), saying so only in its log: run-prometheus stops first."""
+    monitoring = bake_with_views(cookies, SLOW) / "monitoring"
+    (monitoring / "prometheus.yml").write_text(switched_to_nhcb(monitoring / "prometheus.yml"))
+    completed = subprocess.run(
+        [monitoring / "run-prometheus"],
+        env={
+            **os.environ,
+            "PROMETHEUS": str(require("prometheus")),
+            "ALERTMANAGER": "none",
+            "PROMETHEUS_PORT": str(free_loopback_port()),
+            "PROMETHEUS_DATA": str(tmp_path / "data"),
+            "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert completed.returncode == 1
+    assert completed.stderr == (
+        "run-prometheus: prometheus.yml converts histograms to native ones, which Prometheus"
+        " 3.5 cannot do with created-timestamp-zero-ingestion (prometheus#15137): set"
+        f" PROMETHEUS_FEATURES={NATIVE_FEATURES}\n"
+    )
+    assert "Prometheus" not in completed.stdout, "nothing started"

@@ -18,7 +18,12 @@ from standins.cloudfoundry import CloudFoundry, cloudfoundry_api, cloudfoundry_r
 from standins.loopback import free_loopback_port
 
 from .baking import FAILING, KIT, bake_with_views, cf_discovery, run
-from .prometheus_server import alertmanager_alerts, running_prometheus
+from .prometheus_server import (
+    SHORT_SLO_WINDOWS,
+    alertmanager_alerts,
+    running_prometheus,
+    with_windows,
+)
 from .service import serve, wait_for
 from .tools import require
 
@@ -365,10 +370,7 @@ def real_instances(cookies_session, project_python, tmp_path_factory):
     to 40s and 20s in alerts.yml) and the services."""
     project = bake_with_views(cookies_session, FAILING, metrics_auth="ip_whitelist")
     rules = project / "monitoring" / "alerts.yml"
-    text = rules.read_text()
-    for window, seconds in (("1h", "40s"), ("5m", "20s")):
-        text = text.replace(f"[{window}]", f"[{seconds}]")
-    rules.write_text(text)
+    rules.write_text(with_windows(rules.read_text(), SHORT_SLO_WINDOWS))
     whitelist = {"METRICS_IP_WHITELIST": "127.0.0.1"}
     managers = [
         serve(project, project_python, tmp_path_factory.mktemp(f"instance-{n}"), workers=1,

@@ -21,15 +21,13 @@ DIRECTORY = app_metrics_directory()
 
 # The names and method, path and code labels of GOV.UK's gds-metrics (README.md says what
 # a gds-metrics dashboard needs to change).
-REQUEST_DURATION_NAME = "http_server_request_duration_seconds"
-REQUESTS_NAME = "http_server_requests"
 REQUEST_DURATION = Histogram(
-    REQUEST_DURATION_NAME,
+    "http_server_request_duration_seconds",
     "Time spent serving HTTP requests, by method, route template and status code.",
     ["method", "path", "code"],
 )
 REQUESTS = Counter(
-    REQUESTS_NAME,
+    "http_server_requests",
     "HTTP requests served, by method, route template and status code.",
     ["method", "path", "code"],
 )
@@ -113,6 +111,8 @@ OTHER_METHOD = "other"
 UNMATCHED_PATH = "unmatched"
 
 _children = {}
+# The families whose series get a start (their _created), by name.
+_STARTED = tuple(metric.describe()[0].name for metric in (REQUESTS, REQUEST_DURATION))
 
 
 def _request_children(method, path, code, start):
@@ -126,7 +126,7 @@ def _request_children(method, path, code, start):
         if DIRECTORY is not None:
             began = time.time() - (time.perf_counter() - start)
             labels = {"method": method, "path": path, "code": code}
-            for name in (REQUESTS_NAME, REQUEST_DURATION_NAME):
+            for name in _STARTED:
                 record_start(DIRECTORY, key_text(f"{name}_created", labels), began)
         children = _children[key] = (REQUEST_DURATION.labels(*key), REQUESTS.labels(*key))
     return children

@@ -294,15 +294,7 @@ class Reader:
         label pairs): Exemplar}, and the earliest start of each series, {(its `_created`
         sample's name, sorted label pairs): timestamp}. A file that cannot be read gives
         none."""
-        chosen = {}  # key text -> copy
-        for path in paths:
-            try:
-                data = _read(path)
-            except OSError:
-                continue
-            for text, _, copy in records(data):
-                if copy is not None and _preferred(text, copy, chosen.get(text)):
-                    chosen[text] = copy
+        chosen = _chosen(paths, skipped=OSError)
         keys = self._keys
         if len(keys) > 100_000:  # keys of files long gone
             keys.clear()
@@ -340,19 +332,26 @@ def _read(path):
     return data
 
 
+def _chosen(paths, skipped):
+    """{key text: the copy that wins} over these files; a file whose reading raises
+    `skipped` gives none."""
+    chosen = {}
+    for path in paths:
+        try:
+            data = _read(path)
+        except skipped:
+            continue
+        for text, _, copy in records(data):
+            if copy is not None and _preferred(text, copy, chosen.get(text)):
+                chosen[text] = copy
+    return chosen
+
+
 def fold(dead, aggregate):
     """Replace `aggregate` by the newest exemplar and the earliest start of each key in
     it and `dead`, atomically, then remove `dead`. The caller holds the directory's
-    exclusive lock."""
-    newest = {}
-    for path in (aggregate, dead):
-        try:
-            data = _read(path)
-        except FileNotFoundError:
-            continue
-        for text, _, copy in records(data):
-            if copy is not None and _preferred(text, copy, newest.get(text)):
-                newest[text] = copy
+    exclusive lock; a file that cannot be read (but is not missing) fails the fold."""
+    newest = _chosen((aggregate, dead), skipped=FileNotFoundError)
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
     body = bytearray()
