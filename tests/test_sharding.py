@@ -482,16 +482,14 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
                 if alert["labels"]["alertname"] == "AvailabilityBudgetBurn1h"
             ]
         )
-        exemplars = (
-            store.get(
-                "/api/v1/query_exemplars",
-                query='http_server_request_duration_seconds_bucket{job="payments-api"}',
-                start=time.time() - 600,
-                end=time.time(),
-            )
-            if kind == "prometheus"
-            else []
-        )
+        exemplars = []
+        if kind == "prometheus":
+            # Each agent sends what it scrapes within a few seconds: wait until every
+            # shard's exemplars are in the store, or 30 s.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and shards_of(exemplars) != {"0", "1"}:
+                time.sleep(1)
+                exemplars = stored_exemplars(store)
         # Each instance's request totals, by the shards that sent them.
         totals = store.query(
             "count by (cf_instance_index, prometheus_shard)"
@@ -530,11 +528,28 @@ def test_an_slo_alert_fires_from_the_stores_rules(real_instances, project_python
     assert float(recorded["value"][1]) > 0.9
     # The exemplars came through the agents (send_exemplars), from instances of both.
     if kind == "prometheus":
-        traced = [
-            (series["seriesLabels"], exemplar["labels"]["trace_id"])
-            for series in exemplars
-            for exemplar in series["exemplars"]
-        ]
-        assert traced, "no exemplar reached the store"
-        assert {trace_id for _, trace_id in traced} <= sampled
-        assert {labels["prometheus_shard"] for labels, _ in traced} == {"0", "1"}
+        assert traced(exemplars), "no exemplar reached the store"
+        assert {trace_id for _, trace_id in traced(exemplars)} <= sampled
+        assert shards_of(exemplars) == {"0", "1"}, traced(exemplars)
+
+
+def stored_exemplars(store):
+    return store.get(
+        "/api/v1/query_exemplars",
+        query='http_server_request_duration_seconds_bucket{job="payments-api"}',
+        start=time.time() - 600,
+        end=time.time(),
+    )
+
+
+def shards_of(exemplars):
+    return {labels["prometheus_shard"] for labels, _ in traced(exemplars)}
+
+
+def traced(exemplars):
+    """(series labels, trace id) of each exemplar an exemplar query returned."""
+    return [
+        (series["seriesLabels"], exemplar["labels"]["trace_id"])
+        for series in exemplars
+        for exemplar in series["exemplars"]
+    ]
