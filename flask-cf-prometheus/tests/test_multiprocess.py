@@ -599,10 +599,10 @@ def test_a_workers_exemplars_outlive_it_in_the_aggregate(directory):
     traces = [(f"{number:032x}", f"{number:016x}") for number in range(1, 4)]
     with worker(None):
         duration = Histogram("duration", "Duration.", ["code"], buckets=BUCKETS, registry=None)
-        observe_traced(duration.labels("200"), 0.3, traces[0])
-        observe_traced(duration.labels("200"), 0.2, traces[1])  # newer, same bucket
-        observe_traced(duration.labels("500"), 7.0, traces[2])
-        observe_traced(duration.labels("500"), 0.05, None)
+        observe_traced(duration.labels("200"), 0.3, traces[0], directory)
+        observe_traced(duration.labels("200"), 0.2, traces[1], directory)  # newer, same bucket
+        observe_traced(duration.labels("500"), 7.0, traces[2], directory)
+        observe_traced(duration.labels("500"), 0.05, None, directory)
     expected = {
         (("code", "200"), ("le", "0.5")): (traces[1], 0.2),
         (("code", "500"), ("le", "+Inf")): (traces[2], 7.0),

@@ -16,6 +16,9 @@ from ._metric_files import histogram_layout
 from ._openmetrics_files import key_text, record_exemplar
 from ._settings import metrics_directory
 
+# Where this process keeps its values, read once, as prometheus_client reads it: when the
+# first metric is declared.
+_DIRECTORY = metrics_directory()
 # In the WSGI environ of a request whose traceparent is sampled: (trace id, span id), hex.
 SAMPLED_TRACE_KEY = "flask_cf_prometheus.sampled_trace"
 
@@ -27,16 +30,16 @@ def observe(histogram, amount):
     request's trace as the exemplar of the bucket `amount` fell into. `histogram` is a
     prometheus_client Histogram without labels, or a child of its `.labels()`."""
     trace = request.environ.get(SAMPLED_TRACE_KEY) if has_request_context() else None
-    observe_traced(histogram, amount, trace)
+    observe_traced(histogram, amount, trace, _DIRECTORY)
 
 
-def observe_traced(histogram, amount, trace):
-    """observe() with the trace given: (trace id, span id) in hex, or None."""
+def observe_traced(histogram, amount, trace, directory):
+    """observe() with the trace given, (trace id, span id) in hex or None, and the
+    metrics directory, None in one process."""
     if trace is None:
         histogram.observe(amount)
         return
     trace_id, span_id = trace
-    directory = metrics_directory()
     if directory is None:
         histogram.observe(amount, {"trace_id": trace_id, "span_id": span_id})
         return

@@ -145,7 +145,7 @@ def count_request(method, rule, status, start, trace=None):
     if trace is None:
         duration.observe(time.perf_counter() - start)
     else:
-        observe_traced(duration, time.perf_counter() - start, trace)
+        observe_traced(duration, time.perf_counter() - start, trace, DIRECTORY)
     count.inc()
 
 

@@ -184,12 +184,13 @@ class Writer:
     def record_start(self, key, timestamp):
         """Make `timestamp` the start of the series whose `_created` sample is `key`,
         unless it has an earlier one. False when the file has no room left for it."""
-        return self.record(key, bytes(16), bytes(8), timestamp, timestamp)
+        return self.record(key, bytes(16), bytes(8), timestamp, timestamp, earliest=True)
 
-    def record(self, key, trace_id, span_id, value, timestamp):
+    def record(self, key, trace_id, span_id, value, timestamp, *, earliest=False):
         """Make (trace id, span id, value, timestamp) the exemplar of sample `key`, the
-        ids as bytes, or, for a start, the start (the earliest is kept). False when the
-        file has no room left for a new key."""
+        ids as bytes, unless it has a newer one; or, `earliest`, the start of a series,
+        unless it has an earlier one. False when the file has no room left for a new
+        key."""
         if self._map is None:
             self.open()
         known = self._records.get(key)
@@ -198,8 +199,9 @@ class Writer:
             if known is None:
                 return False
         copies, newest = known
-        copy = (0, trace_id, span_id, value, timestamp)
-        if not _preferred(key, copy, newest):
+        if newest is not None and (
+            timestamp >= newest[4] if earliest else timestamp <= newest[4]
+        ):
             # An exemplar older than the one kept (the clock went back), or a later start.
             return True
         sequence = 1 if newest is None else newest[0] + 1
@@ -269,7 +271,7 @@ def record_start(directory, key, timestamp):
 
 def _process_writer(directory):
     global _writer, _writer_directory
-    if directory == _writer_directory:
+    if directory is _writer_directory or directory == _writer_directory:
         return _writer
     writer = Writer(Path(directory) / file_name(os.getpid()))
     try:
