@@ -199,9 +199,7 @@ class Writer:
             if known is None:
                 return False
         copies, newest = known
-        if newest is not None and (
-            timestamp >= newest[4] if earliest else timestamp <= newest[4]
-        ):
+        if newest is not None and (timestamp >= newest[4] if earliest else timestamp <= newest[4]):
             # An exemplar older than the one kept (the clock went back), or a later start.
             return True
         sequence = 1 if newest is None else newest[0] + 1
