@@ -562,6 +562,9 @@ def scrape_endpoint(service, old, scrapes, firsts=5):
 def latency_under_load(service, old, seconds, workers=8, routes=50):
     print(f"\nLatency of / under load (wrk -t2 -c8 -d{seconds}s --latency), {workers} sync workers")
     print(f"whose files hold {routes} routes each, scraped every second as Prometheus would")
+    if not shutil.which("wrk"):
+        print("  not measured: wrk is not installed (apt-get install wrk)")
+        return
     runs = (
         ("no scrapes", service, False),
         ("prometheus_client", old, True),
