@@ -31,7 +31,7 @@ def pinned(path):
     return [
         line.strip()
         for line in path.read_text().splitlines()
-        if line.strip() and not line.startswith(("#", "-r", "flask-cf-prometheus"))
+        if line.strip() and not line.startswith(("#", "-r", "{%", "flask-cf-prometheus"))
     ]
 
 

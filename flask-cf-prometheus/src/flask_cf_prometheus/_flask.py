@@ -3,10 +3,13 @@
 from . import _endpoint, _middleware
 from ._settings import (
     DEFAULT_METRICS_PATH,
+    ConfigError,
     app_metrics_directory,
+    notice,
     server_settings_from_environ,
     settings_from_environ,
 )
+from ._tracing_settings import tracing_settings, variables_set
 
 
 class Metrics:
@@ -17,15 +20,25 @@ class Metrics:
     `service` and `version` label `app_info`; `metrics_path` and `basic_auth` are the
     service's defaults for PROMETHEUS_METRICS_PATH and METRICS_BASIC_AUTH, which the
     environment overrides. Settings already in `app.config` win over the environment's.
+    `tracing=True` (the kit's `otlp` extra installed) sends each request's span to an
+    OTLP collector, which OpenTelemetry's variables configure and can turn off.
     """
 
     def __init__(
-        self, app=None, *, service, version, metrics_path=DEFAULT_METRICS_PATH, basic_auth=True
+        self,
+        app=None,
+        *,
+        service,
+        version,
+        metrics_path=DEFAULT_METRICS_PATH,
+        basic_auth=True,
+        tracing=False,
     ):
         self.service = service
         self.version = version
         self.metrics_path = metrics_path
         self.basic_auth = basic_auth
+        self.tracing = tracing
         if app is not None:
             self.init_app(app)
 
@@ -41,6 +54,32 @@ class Metrics:
         app.config.setdefault("SERVICE_NAME", self.service)
         for name, value in settings.items():
             app.config.setdefault(name, value)
+        tracing = self._tracing()
         _endpoint.init_app(app, self.version, directory)
-        _middleware.init_app(app)
+        _middleware.init_app(app, traced=tracing is not None)
+        if tracing is not None:
+            app.wsgi_app = tracing.traced(app.wsgi_app, app.config["METRICS_PATH"])
         _endpoint.check_no_route_shares_the_path(app)
+
+    def _tracing(self):
+        """_tracing.py, configured, when this service traces and OpenTelemetry's
+        variables leave it on; None otherwise."""
+        if not self.tracing:
+            ignored = variables_set()
+            if ignored:
+                notice(
+                    f"{', '.join(ignored)} ignored: this service was made without tracing"
+                    " (README.md, Traces)"
+                )
+            return None
+        settings = tracing_settings()
+        if settings is None:
+            return None
+        try:
+            from . import _tracing
+        except ImportError as error:
+            raise ConfigError(
+                f"Tracing needs the kit's otlp extra (flask-cf-prometheus[otlp]): {error}"
+            ) from None
+        _tracing.configure(settings, self.service, self.version)
+        return _tracing

@@ -54,6 +54,16 @@ APP_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 
+# Only a service that traces (_tracing.py) has a series of this: labelled, it exports
+# nothing until one is made.
+TRACING_SPANS = Counter(
+    "tracing_spans",
+    "Sampled spans this service finished, by what became of them: exported, queue_full"
+    " (dropped, the queue full), export_failed (the collector refused them or did not"
+    " answer in time), shutdown (still queued when the worker's stop ran out of time).",
+    ["outcome"],
+)
+
 # prometheus_client's process collector sees only the process that answers the scrape,
 # so under gunicorn each worker samples itself into these (ProcessSampler). They stay out
 # of the default registry, where that collector already exports the same names.

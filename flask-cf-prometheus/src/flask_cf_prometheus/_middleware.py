@@ -29,13 +29,14 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
-def init_app(app):
+def init_app(app, traced=False):
     """Wrap the whole WSGI app, so that the timing covers everything Flask does for a
-    request."""
-    app.wsgi_app = _observed(app.wsgi_app, app.config["METRICS_PATH"])
+    request. `traced`: _tracing.py's layer, outside this one, gives each request its
+    trace (the span's) and says whether it is sampled, whatever its traceparent says."""
+    app.wsgi_app = _observed(app.wsgi_app, app.config["METRICS_PATH"], traced)
 
 
-def _observed(wsgi_app, metrics_path):
+def _observed(wsgi_app, metrics_path, traced):
     def observed_wsgi_app(environ, start_response):
         request_id = environ.get("HTTP_X_VCAP_REQUEST_ID")
         if not (request_id and REQUEST_ID_PATTERN.fullmatch(request_id)):
@@ -44,7 +45,9 @@ def _observed(wsgi_app, metrics_path):
             request_id = os.urandom(16).hex()
         environ[REQUEST_ID_KEY] = request_id
         trace = None
-        if "HTTP_TRACEPARENT" in environ:
+        if traced:
+            trace = environ.get(SAMPLED_TRACE_KEY)
+        elif "HTTP_TRACEPARENT" in environ:
             trace_id, span_id, sampled = trace_from(environ["HTTP_TRACEPARENT"])
             environ[TRACE_ID_KEY] = trace_id
             if sampled:

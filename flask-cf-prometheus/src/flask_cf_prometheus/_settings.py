@@ -9,6 +9,7 @@ unset: the default.
 
 import ipaddress
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -26,8 +27,26 @@ LOG_FORMATS = ("json", "text")
 METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
+# Set by the launcher for the workers it starts, once it has said the app's notices.
+NOTICES_SAID_VARIABLE = "FLASK_CF_PROMETHEUS_NOTICES_SAID"
+_notices = []
+
+
 class ConfigError(ValueError):
     """A setting in the environment has a value the service cannot run with."""
+
+
+def notice(message):
+    """Say something of the settings the service runs with, which is not an error: once,
+    by the launcher, before gunicorn starts; elsewhere, a warning in each process."""
+    _notices.append(message)
+    if NOTICES_SAID_VARIABLE not in os.environ:
+        logging.getLogger("flask_cf_prometheus").warning(message)
+
+
+def notices():
+    """What notice() was told in this process, in order."""
+    return list(_notices)
 
 
 def _text(environ, name):

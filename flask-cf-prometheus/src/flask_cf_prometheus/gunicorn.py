@@ -17,6 +17,7 @@ import logging
 import mmap
 import os
 import struct
+import sys
 import time
 
 from . import _logs, _metrics_directory
@@ -143,9 +144,15 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
+    """In a worker whose app is loaded: count it in, and make its tracer if the app
+    traces (_tracing.py), here and not in the master."""
     from . import _workers
 
     _workers.start_worker(worker.cfg.workers)
+    # Imported by the app only when it traces (_flask.py): OpenTelemetry is an extra.
+    tracing = sys.modules.get(f"{__package__}._tracing")
+    if tracing is not None:
+        tracing.start()
 
 
 def worker_abort(worker):
@@ -163,6 +170,11 @@ def worker_exit(server, worker):
         return
     from . import _workers
 
+    tracing = sys.modules.get(f"{__package__}._tracing")
+    if tracing is not None:
+        # Within what the master allows a stopping worker (graceful_timeout) and a
+        # recycled one (timeout), with time left for the rest of its exit.
+        tracing.stop(min(worker.cfg.graceful_timeout, worker.cfg.timeout) / 2)
     _workers.record_worker_exit("recycled" if worker.nr >= worker.max_requests else "shutdown")
 
 

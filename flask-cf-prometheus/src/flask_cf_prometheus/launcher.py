@@ -20,7 +20,13 @@ import shutil
 import sys
 import tempfile
 
-from ._settings import METRICS_DIRECTORY_VARIABLE, ConfigError, check_environ
+from ._settings import (
+    METRICS_DIRECTORY_VARIABLE,
+    NOTICES_SAID_VARIABLE,
+    ConfigError,
+    check_environ,
+    notices,
+)
 
 
 def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
@@ -35,6 +41,7 @@ def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
         sys.exit(str(error))
     if not app_builds(factory):
         sys.exit(1)
+    os.environ[NOTICES_SAID_VARIABLE] = "1"  # said as the app was built: not by each worker
     # gunicorn's import reads WEB_CONCURRENCY with int(): give it the value as read here,
     # where blank means the default.
     os.environ["WEB_CONCURRENCY"] = str(settings["workers"])
@@ -60,7 +67,8 @@ def main(factory, arguments=None, *, config="gunicorn.conf.py", app="wsgi:app"):
 
 def app_builds(factory):
     """Build the app with `factory` in a child process, its metrics in a directory of
-    their own; False, with the one line said, when a setting stops it."""
+    their own; False, with the one line said, when a setting stops it. What the app
+    says of its settings that is not an error (notice()) is said here, once."""
     with tempfile.TemporaryDirectory(prefix="app-check-") as directory:
         child = os.fork()
         if child == 0:
@@ -73,6 +81,8 @@ def app_builds(factory):
             except ConfigError as error:
                 print(error, file=sys.stderr, flush=True)
                 os._exit(1)
+            for message in notices():
+                print(message, file=sys.stderr, flush=True)
             os._exit(0)
         _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)

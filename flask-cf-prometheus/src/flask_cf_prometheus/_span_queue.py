@@ -1,0 +1,115 @@
+"""A worker's finished spans, queued and sent in batches by a thread of its own, each
+one counted by what became of it.
+
+The SDK's BatchSpanProcessor does the same, but its force_flush waits for the collector
+however long it takes (opentelemetry-python #4568), and what it drops it reports only
+through OpenTelemetry's own metrics, which have no multiprocess mode. A request only
+appends to the queue: a collector down or slow never slows one. A full queue drops the
+span at once; a stop waits for the queue at most as long as it is given.
+"""
+
+import collections
+import threading
+import time
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from ._metrics import TRACING_SPANS
+
+OUTCOMES = ("exported", "queue_full", "export_failed", "shutdown")
+
+
+class SpanQueue(SpanProcessor):
+    def __init__(self, exporter, *, size, batch, delay_seconds):
+        self._exporter = exporter
+        self._size = size
+        self._batch = batch
+        self._delay = delay_seconds
+        self._queue = collections.deque()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._flushing = False
+        self._in_flight = 0
+        self._abandoned = False  # the stop gave up waiting: the rest are counted lost
+        self._counters = {outcome: TRACING_SPANS.labels(outcome) for outcome in OUTCOMES}
+        self._thread = threading.Thread(target=self._run, name="tracing-export", daemon=True)
+        self._thread.start()
+
+    def on_start(self, span, parent_context=None):
+        pass
+
+    def on_end(self, span):
+        if not span.context.trace_flags.sampled:
+            return
+        with self._changed:
+            if self._stopping or len(self._queue) >= self._size:
+                self._counters["queue_full" if not self._stopping else "shutdown"].inc()
+                return
+            self._queue.append(span)
+            if len(self._queue) >= self._batch:
+                self._changed.notify()
+
+    def _run(self):
+        while True:
+            with self._changed:
+                deadline = time.monotonic() + self._delay
+                while not (self._stopping or self._flushing) and len(self._queue) < self._batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    continue
+                batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+                self._in_flight = len(batch)
+            result = self._export(batch)
+            with self._changed:
+                self._in_flight = 0
+                if not self._abandoned:
+                    self._counters[result].inc(len(batch))
+                self._changed.notify_all()
+
+    def _export(self, batch):
+        try:
+            # The exporter's own HTTP calls are not traced.
+            with suppress_instrumentation():
+                done = self._exporter.export(batch) is SpanExportResult.SUCCESS
+        except Exception:  # the exporter logs what went wrong; the thread goes on
+            done = False
+        return "exported" if done else "export_failed"
+
+    def shutdown(self, timeout_seconds=5.0):
+        """Send what is queued, waiting at most `timeout_seconds`; what is still queued
+        or being sent then is counted lost (`shutdown`)."""
+        with self._changed:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join(timeout_seconds)
+        with self._changed:
+            if self._thread.is_alive():
+                self._abandoned = True
+                self._counters["shutdown"].inc(len(self._queue) + self._in_flight)
+                self._queue.clear()
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis=30000):
+        """Wait until the queue is sent, at most `timeout_millis`; whether it was."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        with self._changed:
+            self._flushing = True
+            try:
+                while self._queue or self._in_flight:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.notify_all()
+                    self._changed.wait(left)
+            finally:
+                self._flushing = False
+        return True

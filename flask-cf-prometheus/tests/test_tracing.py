@@ -1,0 +1,342 @@
+"""Traces (_tracing.py, _span_queue.py, _tracing_settings.py): the settings, checked;
+a span per request, received by an OTLP receiver that decodes it with
+opentelemetry-proto; one trace id in the span, the response and the exemplar; and every
+span counted by what became of it, whatever the collector does."""
+
+import json
+import time
+import uuid
+
+import pytest
+from flask import Flask
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
+from prometheus_client.openmetrics import parser as openmetrics_parser
+
+from flask_cf_prometheus import ConfigError, Metrics
+from flask_cf_prometheus._span_queue import SpanQueue
+from flask_cf_prometheus._tracing_settings import tracing_settings
+
+from .standins.otlp import Receiver, receiving
+
+TOKEN = "token"
+
+
+def settings(**environ):
+    return tracing_settings(environ)
+
+
+def test_defaults_send_to_opentelemetrys_default_collector():
+    found = settings()
+
+    assert found["endpoint"] == "http://localhost:4318/v1/traces"
+    assert found["headers"] == {}
+    assert (found["sampler"], found["ratio"]) == ("parentbased_always_on", 1.0)
+    assert (found["timeout_seconds"], found["queue"], found["batch"]) == (10.0, 2048, 512)
+
+
+@pytest.mark.parametrize(
+    "environ", [{"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}]
+)
+def test_opentelemetrys_own_switches_turn_tracing_off(environ):
+    assert tracing_settings(environ) is None
+
+
+def test_the_endpoint_in_the_order_opentelemetry_gives():
+    vcap = json.dumps(
+        {
+            "user-provided": [
+                {
+                    "name": "collector",
+                    "tags": ["otlp"],
+                    "credentials": {
+                        "endpoint": "https://otlp.example.com:4318/",
+                        "headers": {"Authorization": "Bearer s3cret, with comma"},
+                    },
+                }
+            ]
+        }
+    )
+    bound = settings(VCAP_SERVICES=vcap)
+    base = settings(VCAP_SERVICES=vcap, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318/")
+    whole = settings(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://t:1/traces",
+    )
+
+    assert bound["endpoint"] == "https://otlp.example.com:4318/v1/traces"
+    assert bound["headers"] == {"Authorization": "Bearer s3cret, with comma"}
+    assert (base["endpoint"], base["headers"]) == ("http://c:4318/v1/traces", {})
+    assert whole["endpoint"] == "http://t:1/traces"
+
+
+def test_secret_headers_from_a_file(tmp_path):
+    path = tmp_path / "headers"
+    path.write_text("x-api-key=s%3Dcret, tenant = blue\n")
+
+    found = settings(OTEL_EXPORTER_OTLP_HEADERS_FILE=str(path))
+
+    assert found["headers"] == {"x-api-key": "s=cret", "tenant": "blue"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://c"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT='ftp://c' must be an http or https URL with a host",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:99999"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT='http://c:99999' must be an http or https URL with a host",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:s3cret@c"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT must not hold credentials: send them as a header"
+            " (OTEL_EXPORTER_OTLP_HEADERS, or the file OTEL_EXPORTER_OTLP_HEADERS_FILE names)",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL='grpc' must be one of: http/protobuf (any case)",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"},
+            "OTEL_TRACES_SAMPLER_ARG='1.5' must be a number from 0 to 1",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TIMEOUT": "10"},
+            "OTEL_EXPORTER_OTLP_TIMEOUT='10' must be a whole number from 100 to 60000",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS": "authorization"},
+            "OTEL_EXPORTER_OTLP_HEADERS has 'authorization': each entry must be key=value,"
+            " the key a token",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS": "x-key=s3cret\r\nInjected: 1"},
+            "OTEL_EXPORTER_OTLP_HEADERS has 'x-key' with a value that is not printable",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS": "x-key=%ff%fe"},
+            "OTEL_EXPORTER_OTLP_HEADERS has 'x-key' with a value that is not printable",
+        ),
+        (
+            {"OTEL_RESOURCE_ATTRIBUTES": "team"},
+            "OTEL_RESOURCE_ATTRIBUTES has 'team': each entry must be key=value, the key a token",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS": "a=b", "OTEL_EXPORTER_OTLP_HEADERS_FILE": "/x"},
+            "OTEL_EXPORTER_OTLP_HEADERS and OTEL_EXPORTER_OTLP_HEADERS_FILE are both set: set one",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_HEADERS_FILE": "/nonexistent/headers"},
+            "OTEL_EXPORTER_OTLP_HEADERS_FILE='/nonexistent/headers' is not a file",
+        ),
+        (
+            {"VCAP_SERVICES": "{"},
+            "VCAP_SERVICES must be JSON, as Cloud Foundry sets it",
+        ),
+        (
+            {
+                "VCAP_SERVICES": json.dumps(
+                    {"a": [{"name": "one", "tags": ["otlp"]}, {"name": "two", "tags": ["otlp"]}]}
+                )
+            },
+            "VCAP_SERVICES has 2 services tagged 'otlp' (one, two): bind one",
+        ),
+        (
+            {
+                "VCAP_SERVICES": json.dumps(
+                    {"a": [{"name": "one", "tags": ["otlp"], "credentials": {"endpoint": 7}}]}
+                )
+            },
+            "the service 'one' (tagged 'otlp')'s endpoint must be an http or https URL",
+        ),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_it_and_never_a_secret(environ, message):
+    with pytest.raises(ConfigError) as error:
+        tracing_settings(environ)
+
+    assert str(error.value) == message
+    assert "s3cret" not in str(error.value)
+
+
+def test_an_app_made_without_tracing_says_once_it_ignores_opentelemetrys_variables(
+    monkeypatch, caplog
+):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "payments")
+    app = Flask(__name__)
+    app.config.update(TESTING=True, METRICS_BASIC_AUTH_TOKEN=TOKEN)
+
+    Metrics(app, service="plain", version="1")
+    response = app.test_client().get("/", headers={"traceparent": traceparent("01")})
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME ignored: this service was made"
+        " without tracing (README.md, Traces)"
+    ]
+    assert "traceresponse" not in response.headers
+
+
+def traceparent(flags, trace_id=None, span_id="b7ad6b7169203331"):
+    return f"00-{trace_id or uuid.uuid4().hex}-{span_id}-{flags}"
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    receiver = Receiver()
+    with receiving(receiver) as server:
+        receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def traced_app(receiver):
+    """An app that traces to the receiver. OpenTelemetry's global tracer provider is set
+    once a process: one app serves every test of this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        patch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue")
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        patch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+        patch.setenv("CF_INSTANCE_INDEX", "3")
+        app = Flask(__name__)
+        app.config.update(TESTING=True, METRICS_BASIC_AUTH_TOKEN=TOKEN)
+
+        @app.get("/items/<int:item_id>")
+        def item(item_id):
+            return {"item": item_id}
+
+        @app.get("/boom")
+        def boom():
+            return {}, 503
+
+        Metrics(app, service="traced", version="2.0", tracing=True)
+        yield app
+
+
+def spans_of(receiver, trace_id, timeout=10):
+    """The spans of this trace the receiver holds, once it holds one (None after
+    `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [span for span in receiver.received() if span["trace_id"] == trace_id]
+        if found:
+            return found
+        time.sleep(0.02)
+    return None
+
+
+def test_a_request_continues_its_trace_in_a_span_named_by_its_route(traced_app, receiver):
+    trace_id = uuid.uuid4().hex
+    response = traced_app.test_client().get(
+        "/items/7", headers={"traceparent": traceparent("01", trace_id)}
+    )
+
+    [span] = spans_of(receiver, trace_id)
+    assert span["name"] == "GET /items/<int:item_id>"
+    assert span["parent_span_id"] == "b7ad6b7169203331"
+    assert span["attributes"]["http.route"] == "/items/<int:item_id>"
+    assert span["attributes"]["http.response.status_code"] == 200
+    assert response.headers["traceresponse"] == f"00-{trace_id}-{span['span_id']}-01"
+    assert span["resource"]["service.name"] == "traced"
+    assert span["resource"]["service.version"] == "2.0"
+    assert span["resource"]["cloudfoundry.app.instance.id"] == "3"
+    assert span["resource"]["deployment.environment.name"] == "test"
+    uuid.UUID(span["resource"]["service.instance.id"])
+    assert receiver.requests[-1][0] == "/v1/traces"
+    assert receiver.requests[-1][1]["x-tenant"] == "blue"
+
+
+def test_a_request_without_traceparent_starts_a_trace_the_exemplar_carries(traced_app, receiver):
+    client = traced_app.test_client()
+    response = client.get("/boom")
+    _, trace_id, span_id, flags = response.headers["traceresponse"].split("-")
+
+    [span] = spans_of(receiver, trace_id)
+    assert (span["span_id"], span["parent_span_id"]) == (span_id, "")
+    assert int(flags, 16) & 1  # sampled (and, new in W3C level 2, its id random: 03)
+    assert span["name"] == "GET /boom"
+    assert span["attributes"]["error.type"] == "503"
+    scrape = client.get(
+        "/metrics",
+        headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/openmetrics-text"},
+    ).text
+    exemplars = [
+        sample.exemplar.labels
+        for family in openmetrics_parser.text_string_to_metric_families(scrape)
+        for sample in family.samples
+        if sample.exemplar and ("path", "/boom") in sample.labels.items()
+    ]
+    assert exemplars == [{"trace_id": trace_id, "span_id": span_id}]
+
+
+def test_an_unsampled_trace_gets_no_span_nor_exemplar(traced_app, receiver):
+    trace_id = uuid.uuid4().hex
+    response = traced_app.test_client().get(
+        "/items/8", headers={"traceparent": traceparent("00", trace_id)}
+    )
+
+    assert response.headers["traceresponse"].startswith(f"00-{trace_id}-")
+    assert response.headers["traceresponse"].endswith("-00")
+    assert spans_of(receiver, trace_id, timeout=0.5) is None
+
+
+def test_a_scrape_gets_no_span(traced_app, receiver):
+    response = traced_app.test_client().get(
+        "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+    assert response.status_code == 200
+    assert "traceresponse" not in response.headers
+
+
+def spans_counted():
+    return {
+        outcome: REGISTRY.get_sample_value("tracing_spans_total", {"outcome": outcome}) or 0
+        for outcome in ("exported", "queue_full", "export_failed", "shutdown")
+    }
+
+
+def finish_spans(queue, count):
+    provider = TracerProvider()
+    provider.add_span_processor(queue)
+    tracer = provider.get_tracer(__name__)
+    for number in range(count):
+        tracer.start_span(f"span {number}").end()
+
+
+def test_every_span_is_counted_whatever_the_collector_does():
+    before = spans_counted()
+    refusing, slow = Receiver(status=503), Receiver(delay_seconds=5)
+    with receiving(refusing) as refused, receiving(slow) as slowed:
+        # A queue of 4 spans, sent only when flushed: 6 finished at once leave 2 dropped;
+        # the collector refuses the 4 it is sent.
+        queue = SpanQueue(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{refused.server_address[1]}", timeout=1),
+            size=4,
+            batch=5,
+            delay_seconds=60,
+        )
+        finish_spans(queue, 6)
+        assert queue.force_flush(5000)
+        # A collector slower than the stop's budget: what is queued is counted lost, and
+        # the stop keeps to its budget.
+        stopping = SpanQueue(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{slowed.server_address[1]}", timeout=3),
+            size=100,
+            batch=10,
+            delay_seconds=0.01,
+        )
+        finish_spans(stopping, 25)
+        started = time.monotonic()
+        stopping.shutdown(0.5)
+        stopped_in = time.monotonic() - started
+
+    after = spans_counted()
+    counted = {outcome: after[outcome] - before[outcome] for outcome in after}
+    assert counted == {"exported": 0, "queue_full": 2, "export_failed": 4, "shutdown": 25}
+    assert stopped_in < 1.5
