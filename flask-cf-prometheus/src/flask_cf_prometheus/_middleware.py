@@ -25,8 +25,11 @@ from ._metrics import IN_PROGRESS, count_request
 # What a request id from a client may look like: the router's is a UUID, and anything
 # else (too long, non-ASCII, control characters) is replaced rather than logged.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex.
-TRACEPARENT_PATTERN = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex. The
+# flags' last digit holds the sampled bit; spaces around are the header's own.
+TRACEPARENT_PATTERN = re.compile(r"\s*00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])\s*")
+SAMPLED_DIGITS = "13579bdf"
+INVALID_TRACE_ID, INVALID_SPAN_ID = "0" * 32, "0" * 16
 
 
 def init_app(app, traced=False):
@@ -86,7 +89,10 @@ def _observed(wsgi_app, metrics_path, traced):
 def trace_from(header):
     """(trace id, parent span id, whether it is sampled) of a well-formed W3C traceparent
     header; (None, None, False) for any other."""
-    match = TRACEPARENT_PATTERN.fullmatch(header.strip()) if header else None
-    if match is None or match[1] == "0" * 32 or match[2] == "0" * 16:
+    match = TRACEPARENT_PATTERN.fullmatch(header) if header else None
+    if match is None:
         return None, None, False
-    return match[1], match[2], bool(int(match[3], 16) & 1)
+    trace_id, span_id, flags = match.groups()
+    if trace_id == INVALID_TRACE_ID or span_id == INVALID_SPAN_ID:
+        return None, None, False
+    return trace_id, span_id, flags in SAMPLED_DIGITS
