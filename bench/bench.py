@@ -300,7 +300,9 @@ def ratios(numerators, denominators):
 def worker_instructions(app, requests, output):
     """Instructions one gunicorn worker executes while serving `requests` requests of /,
     counted by callgrind: the same on every run, whatever else the machine is doing."""
-    callgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes"]
+    # The hash seed fixed, as in-process: string hashes decide dict layouts, which move a
+    # count by some thousands of instructions from one run to the next.
+    callgrind = ["env", "PYTHONHASHSEED=0", "valgrind", "--tool=callgrind", "--trace-children=yes"]
     callgrind.append(f"--callgrind-out-file={output}/callgrind.%p")
     app.start(workers=1, wrapper=callgrind)
     try:
@@ -321,7 +323,7 @@ def callgrind_total(path):
 def instructions(apps, fewer, more):
     print("\nInstructions per request of / in a sync gunicorn worker (callgrind; the")
     print(f"difference between serving {more} and {fewer} requests, so start-up cancels out)")
-    service = apps[-1]
+    bare, service = apps[0], apps[-1]
     # The same service, every request's traceparent sampled: each leaves an exemplar.
     traced = App(
         f"{service.name}, sampled traceparent",
@@ -331,7 +333,17 @@ def instructions(apps, fewer, more):
         service.python,
         headers={**service.headers, "traceparent": SAMPLED_TRACEPARENT},
     )
-    apps = [*apps, traced]
+    # Bare, sent what the traced service is sent: gunicorn parses each header, some
+    # thousands of instructions, whoever serves the request.
+    same_request = App(
+        f"{bare.name}, the same headers",
+        bare.directory,
+        bare.conf_template,
+        bare.module,
+        bare.python,
+        headers=traced.headers,
+    )
+    apps = [*apps, traced, same_request]
     per_request = {}
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as directory:
         for app in apps:
@@ -341,10 +353,14 @@ def instructions(apps, fewer, more):
                 run_directory.mkdir()
                 counts.append(worker_instructions(app, requests, run_directory))
             per_request[app.name] = (counts[1] - counts[0]) / (more - fewer)
-    bare = per_request["bare"]
     for app in apps:
         count = per_request[app.name]
-        print(f"  {app.name:<40} {count:9.0f} instructions   {bare / count:5.3f} of bare's speed")
+        ratio = per_request[bare.name] / count
+        print(f"  {app.name:<40} {count:9.0f} instructions   {ratio:5.3f} of bare's speed")
+    print(
+        f"  {traced.name}, against bare sent the same headers:"
+        f" {per_request[same_request.name] / per_request[traced.name]:5.3f}"
+    )
     inprocess_instructions(service, fewer * 10, more * 10)
 
 
