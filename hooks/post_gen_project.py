@@ -12,9 +12,11 @@ import subprocess
 from pathlib import Path
 
 KIT = "flask-cf-prometheus"
-# The files that pin the kit, each by a line `flask-cf-prometheus==X.Y.Z`.
+# The files that pin the kit, each by a line `flask-cf-prometheus==X.Y.Z`, or with the
+# extra for traces, `flask-cf-prometheus[otlp]==X.Y.Z`.
 KIT_PINS = ("requirements.txt", "monitoring/requirements.txt")
 PYPI = "https://pypi.org/simple/"
+PIN = re.compile(rf"^({KIT}(?:\[[a-z,]+\])?)==(\S+)$", re.M)
 
 
 def template_repository(answers):
@@ -70,7 +72,7 @@ def pip_url(url):
 
 
 def kit_version(project=Path()):
-    [version] = re.findall(rf"^{KIT}==(\S+)$", (project / KIT_PINS[0]).read_text(), re.M)
+    [(_, version)] = PIN.findall((project / KIT_PINS[0]).read_text())
     return version
 
 
@@ -97,15 +99,16 @@ def pin_kit(answers, project=Path()):
         )
     url, commit = repository
     requirement = f"{KIT} @ {pip_url(url)}@{commit}#subdirectory={KIT}"
+
+    def from_repository(pin):
+        return (
+            f"# {pin[0]}, from the template's repository until it is on an index:\n"
+            + requirement.replace(KIT, pin[1], 1)
+        )
+
     for name in KIT_PINS:
         path = project / name
-        path.write_text(
-            path.read_text().replace(
-                f"{KIT}=={version}\n",
-                f"# {KIT}=={version}, from the template's repository until it is on an index:\n"
-                f"{requirement}\n",
-            )
-        )
+        path.write_text(PIN.sub(from_repository, path.read_text()))
     if "://" in url and not url.startswith("file:"):
         return f"requirements.txt installs {KIT} from the template's repository: {requirement}"
     return (

@@ -713,8 +713,9 @@ def runbook_anchors(project):
     return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", runbooks, re.MULTILINE)}
 
 
-def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
-    project = bake(cookies)
+@pytest.mark.parametrize("tracing", ["none", "otlp"])
+def test_every_alert_has_a_summary_description_runbook_and_panel(cookies, tracing):
+    project = bake(cookies, tracing=tracing)
     anchors = runbook_anchors(project)
     board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
     panels = {panel["id"] for panel in board["panels"]}
@@ -740,11 +741,15 @@ def test_every_alert_has_a_summary_description_runbook_and_panel(cookies):
     assert all(name == "Watchdog" or name.startswith("CloudFoundry") for name in without_panel), (
         without_panel
     )
-    assert len(rules) - len(without_panel) >= 14
+    assert len(rules) - len(without_panel) >= (15 if tracing == "otlp" else 14)
 
 
 def test_the_dashboard_links_to_the_runbooks(cookies):
-    project = bake(cookies, runbooks_url="https://git.example.org/team/payments-api/RUNBOOKS.md")
+    project = bake(
+        cookies,
+        runbooks_url="https://git.example.org/team/payments-api/RUNBOOKS.md",
+        tracing="otlp",  # every panel
+    )
     anchors = runbook_anchors(project)
     board = json.loads((project / "monitoring" / "grafana-dashboard.json").read_text())
     alerts = (project / "monitoring" / "alerts.yml").read_text()

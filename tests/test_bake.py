@@ -12,23 +12,27 @@ import yaml
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
-from .baking import TEMPLATE, bake, run
+from .baking import TEMPLATE, bake, clean_venv, pip_install, run
 from .tools import require
 
 CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-COMBINATIONS = [
-    dict(zip(("python_version", "metrics_auth"), values, strict=True))
-    for values in itertools.product(CHOICES["python_version"], CHOICES["metrics_auth"])
-] + [
-    # Every other place alerts can go, with the protection that has no secrets of its own.
-    {"metrics_auth": "ip_whitelist", "alert_receiver": receiver}
-    | (
-        {"alert_email": "oncall@example.org", "alert_smarthost": "smtp.example.org:587"}
-        if receiver == "email"
-        else {}
-    )
-    for receiver in CHOICES["alert_receiver"][1:]
-]
+COMBINATIONS = (
+    [
+        dict(zip(("python_version", "metrics_auth"), values, strict=True))
+        for values in itertools.product(CHOICES["python_version"], CHOICES["metrics_auth"])
+    ]
+    + [
+        # Every other place alerts can go, with the protection that has no secrets of its own.
+        {"metrics_auth": "ip_whitelist", "alert_receiver": receiver}
+        | (
+            {"alert_email": "oncall@example.org", "alert_smarthost": "smtp.example.org:587"}
+            if receiver == "email"
+            else {}
+        )
+        for receiver in CHOICES["alert_receiver"][1:]
+    ]
+    + [{"metrics_auth": "basic_auth", "tracing": "otlp"}]
+)
 LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"{{|}}|{%|%}|cookiecutter\.")
 # Alertmanager's own (Go) templates, in alertmanager.yml: actions on the data (.Status),
 # range and end, and a string literal.
@@ -103,6 +107,49 @@ def test_baked_project_passes_its_own_tests(cookies, project_python, metrics_aut
     assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
     assert "failed" not in result.stdout
     assert "skipped" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tracing_project(tmp_path_factory, kit_wheels, wheelhouse):
+    """A bake that traces, and a Python with its requirements-dev.txt installed."""
+    from cookiecutter.main import cookiecutter
+
+    output = tmp_path_factory.mktemp("tracing")
+    project = Path(
+        cookiecutter(
+            str(TEMPLATE), no_input=True, output_dir=str(output), extra_context={"tracing": "otlp"}
+        )
+    )
+    python = clean_venv(tmp_path_factory.mktemp("tracing-venv") / "venv")
+    pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
+    return project, python
+
+
+def installed(python):
+    """The names of the distributions installed in `python`'s environment, lower-case."""
+    listed = run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m; print(*(d.name for d in m.distributions()))",
+        ],
+        cwd=python.parent,
+    )
+    return set(listed.stdout.lower().split())
+
+
+def test_a_bake_that_traces_passes_its_own_tests_and_ruff(tracing_project):
+    project, python = tracing_project
+    result = run_own_tests(project, python)
+    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout
+    assert "failed" not in result.stdout
+    assert "skipped" not in result.stdout
+    lint(project, python)
+    assert {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"} <= installed(python)
+
+
+def test_a_bake_without_tracing_installs_no_opentelemetry(project_python):
+    assert not [name for name in installed(project_python) if "opentelemetry" in name]
 
 
 def test_manifest_follows_the_answers(baked):

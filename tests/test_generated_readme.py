@@ -47,9 +47,13 @@ def all_docs(path):
     )
 
 
-@pytest.fixture(params=["basic_auth", "ip_whitelist"])
+@pytest.fixture(
+    params=[("basic_auth", "none"), ("ip_whitelist", "none"), ("basic_auth", "otlp")],
+    ids="-".join,
+)
 def project(request, cookies):
-    return bake(cookies, metrics_auth=request.param), request.param
+    metrics_auth, tracing = request.param
+    return bake(cookies, metrics_auth=metrics_auth, tracing=tracing), metrics_auth
 
 
 def test_every_variable_the_service_reads_is_documented(project):
@@ -64,6 +68,24 @@ def test_every_variable_the_service_reads_is_documented(project):
     assert {"PORT", "WEB_CONCURRENCY", "METRICS_IP_WHITELIST", "VCAP_APPLICATION"} <= variables
     undocumented = {name for name in variables - WSGI_ENVIRON_KEYS if f"`{name}`" not in readme}
     assert undocumented == set()
+
+
+def test_a_bake_that_traces_documents_every_opentelemetry_variable(cookies):
+    readme = (bake(cookies, tracing="otlp") / "README.md").read_text()
+    sources = [KIT / "src" / "flask_cf_prometheus" / name for name in TRACING_MODULES]
+    variables = {
+        name for source in sources for name in ENVIRONMENT_READ.findall(source.read_text())
+    }
+
+    assert {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "VCAP_SERVICES"} <= variables
+    undocumented = {name for name in variables - WSGI_ENVIRON_KEYS if f"`{name}`" not in readme}
+    # Cloud Foundry sets VCAP_SERVICES; Traces says how a bound collector is read.
+    assert undocumented <= {"VCAP_SERVICES"}
+    assert "`OTEL_EXPORTER_OTLP_HEADERS_FILE`" in readme
+    read = "".join(source.read_text() for source in sources)
+    documented = table_column(readme, "Variable")
+    unread = [name for name in documented if name.startswith("OTEL_") and f'"{name}"' not in read]
+    assert unread == []
 
 
 def table_column(readme, header):

@@ -276,6 +276,22 @@ def test_crufts_recorded_commit_pins_the_kit(tmp_path, template, url, said):
     assert "\n" not in told
 
 
+def test_the_git_pin_keeps_the_extra_for_traces(tmp_path):
+    kit_pins(tmp_path)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("Flask==3.1.3\nflask-cf-prometheus[otlp]==0.1.0\nprotobuf==7.36.2\n")
+
+    assert post_gen.kit_version(tmp_path) == "0.1.0"
+
+    post_gen.pin_kit({"_template": "https://git.example.com/t", "_commit": "ab12"}, tmp_path)
+
+    assert requirements.read_text() == (
+        "Flask==3.1.3\n# flask-cf-prometheus[otlp]==0.1.0, from the template's repository"
+        " until it is on an index:\nflask-cf-prometheus[otlp] @"
+        " git+https://git.example.com/t@ab12#subdirectory=flask-cf-prometheus\nprotobuf==7.36.2\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("index", "first_line"),
     [

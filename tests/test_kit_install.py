@@ -188,13 +188,16 @@ def test_a_local_checkout_bake_pins_the_version_and_says_so_in_one_line(tmp_path
     )
 
 
-def test_air_gapped_from_the_wheels_vendored_beside_the_code(wheelhouse, tmp_path):
+@pytest.mark.parametrize("tracing", ["none", "otlp"])
+def test_air_gapped_from_the_wheels_vendored_beside_the_code(wheelhouse, tmp_path, tracing):
     """The README's recipe, run as written where an index is reachable, leaves a vendor/
     from which a clean environment installs every requirement with no index, as the
     buildpack does: `pip install --no-index --find-links vendor -r requirements.txt`."""
     env = as_a_user("3.11", tmp_path / "bin")
     bare, _ = bare_template(tmp_path)
-    _, project = bake_from(f"file://{bare}", "cookiecutter", tmp_path / "out", tmp_path)
+    _, project = bake_from(
+        f"file://{bare}", "cookiecutter", tmp_path / "out", tmp_path, tracing=tracing
+    )
     create, *_ = readme_block(project, "## Run it locally")
     *recipe, push = readme_block(project, "### Air-gapped foundations")
     assert push == "cf push"
@@ -212,13 +215,15 @@ def test_air_gapped_from_the_wheels_vendored_beside_the_code(wheelhouse, tmp_pat
         cwd=project,
     )
 
-    assert f"{KIT}=={KIT_VERSION}" in (project / "requirements.txt").read_text().splitlines()
+    pin = f"{KIT}[otlp]=={KIT_VERSION}" if tracing == "otlp" else f"{KIT}=={KIT_VERSION}"
+    assert pin in (project / "requirements.txt").read_text().splitlines()
     assert installed_kit(python) == (KIT_VERSION, None)
     the_service_builds(python, project)
     names = {
         re.split(r"-\d", path.name, maxsplit=1)[0].lower() for path in project.glob("vendor/*")
     }
     assert {"flask_cf_prometheus", "prometheus_client", "flask", "gunicorn"} <= names
+    assert ("opentelemetry_sdk" in names) is (tracing == "otlp")
 
 
 def test_the_bakes_pin_is_the_kits_version(cookies):

@@ -113,7 +113,7 @@ def test_every_metric_in_the_rules_and_the_dashboard_is_exported(cookies, projec
 
 
 def test_dashboard_is_importable_and_provisionable(cookies):
-    board = dashboard(bake(cookies) / "monitoring")
+    board = dashboard(bake(cookies, tracing="otlp") / "monitoring")  # every panel
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
 
@@ -169,7 +169,7 @@ def as_typescript(board):
 
 
 def test_dashboard_matches_grafanas_own_types(cookies, tmp_path):
-    board = dashboard(bake(cookies) / "monitoring")
+    board = dashboard(bake(cookies, tracing="otlp") / "monitoring")  # every panel
 
     status, output = typecheck(as_typescript(board), tmp_path)
     assert status == 0, output

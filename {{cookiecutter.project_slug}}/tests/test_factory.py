@@ -91,3 +91,13 @@ def test_app_info_names_this_service():
     assert [{key: value for key, value in sample.items() if key in labels} for sample in info] == [
         labels
     ]
+{%- if cookiecutter.tracing == "otlp" %}
+
+
+def test_a_request_answers_with_the_trace_it_continues(client):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    response = client.get("/", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+
+    assert response.headers["traceresponse"].startswith(f"00-{trace_id}-")
+{%- endif %}

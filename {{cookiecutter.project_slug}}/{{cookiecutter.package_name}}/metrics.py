@@ -19,5 +19,10 @@ metrics = Metrics(
     # Settings).
     metrics_path={{ cookiecutter.metrics_path | tojson }},
     basic_auth={{ "True" if cookiecutter.metrics_auth == "basic_auth" else "False" }},
+{%- if cookiecutter.tracing == "otlp" %}
+    # Each request's span to an OTLP collector, set by OpenTelemetry's variables
+    # (README.md, Traces); OTEL_TRACES_EXPORTER=none turns it off.
+    tracing=True,
+{%- endif %}
 )
 init_app = metrics.init_app
