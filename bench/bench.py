@@ -51,7 +51,7 @@ TOKEN = "bench-token"
 SERVER_CPU, LOAD_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
 EXPORTER = "prometheus-flask-exporter==0.23.2"
 GDS_METRICS = "gds-metrics==0.2.4"
-PARTS = ("throughput", "instructions", "scrape", "scale", "discovery", "sharding")
+PARTS = ("throughput", "instructions", "tracing", "scrape", "scale", "discovery", "sharding")
 # The baked service's views and settings, without its middleware (request ids and
 # timing) or metrics endpoint; {package} is filled in.
 BARE_APP = """
@@ -151,9 +151,10 @@ from gds_metrics.gunicorn import child_exit
 
 
 class App:
-    def __init__(self, name, directory, conf_template, module, python, headers=None):
+    def __init__(self, name, directory, conf_template, module, python, headers=None, env=None):
         self.name = name
         self.headers = headers or {}
+        self.env = env or {}
         self.directory = directory
         self.conf_template = conf_template
         self.module = module
@@ -181,6 +182,7 @@ class App:
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             "METRICS_BASIC_AUTH": "true",
             "METRICS_BASIC_AUTH_TOKEN": TOKEN,
+            **self.env,
         }
         command = [self.python.parent / "gunicorn", "--config", conf, self.module]
         self.gunicorn = Gunicorn(
@@ -362,6 +364,60 @@ def instructions(apps, fewer, more):
         f" {per_request[same_request.name] / per_request[traced.name]:5.3f}"
     )
     inprocess_instructions(service, fewer * 10, more * 10)
+
+
+# A service made with tracing=otlp: off, and sampling every trace or one in a hundred.
+TRACING = {
+    "tracing off": {"OTEL_SDK_DISABLED": "true"},
+    "tracing on, ratio 1": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1",
+    },
+    "tracing on, ratio 0.01": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    },
+}
+
+
+def tracing(workdir, bare, fewer, more):
+    """Instructions per request of a service that traces, its spans sent to an OTLP
+    receiver on loopback (tests' stand-in) every 100 ms: the worker's export thread is
+    counted with its requests."""
+    from standins.otlp import Receiver, receiving  # needs opentelemetry-proto
+
+    print("\nInstructions per request of / with tracing=otlp (callgrind, as above; requests")
+    print("without a traceparent, so the sampler decides; spans exported every 100 ms)")
+    project, python = baked_service(workdir / "traced", tracing="otlp")
+    receiver = Receiver()
+    with receiving(receiver) as server, tempfile.TemporaryDirectory() as directory:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        counts = {}
+        for name, settings in [("bare", None), *TRACING.items()]:
+            app = bare
+            if settings is not None:
+                app = App(
+                    name,
+                    project,
+                    SERVICE_CONF,
+                    "wsgi:app",
+                    python,
+                    env={
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                        "OTEL_BSP_SCHEDULE_DELAY": "100",
+                        **settings,
+                    },
+                )
+            runs = []
+            for requests in (fewer, more):
+                run_directory = Path(directory) / f"{name}-{requests}"
+                run_directory.mkdir()
+                runs.append(worker_instructions(app, requests, run_directory))
+            counts[name] = (runs[1] - runs[0]) / (more - fewer)
+    for name, count in counts.items():
+        ratio = counts["bare"] / count
+        print(f"  {name:<40} {count:9.0f} instructions   {ratio:5.3f} of bare's speed")
+    print(f"  spans the receiver decoded: {len(receiver.received())}")
 
 
 # inprocess.py's apps, and what each is.
@@ -720,6 +776,10 @@ def main():
             instructions(apps, *args.instructions)
         elif "instructions" in args.parts:
             print("\nInstructions per request: not measured, valgrind is not installed")
+        if "tracing" in args.parts and shutil.which("valgrind"):
+            tracing(Path(workdir), apps[0], *args.instructions)
+        elif "tracing" in args.parts:
+            print("\nInstructions with tracing: not measured, valgrind is not installed")
         if "scrape" in args.parts:
             scrape_cost(apps[1:], args.recycles, args.scrapes)
         if "scale" in args.parts:

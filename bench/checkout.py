@@ -23,11 +23,13 @@ def with_kit_source(environ):
     return {**environ, "PYTHONPATH": str(KIT / "src")}
 
 
-def baked_service(workdir, *requirements):
-    """A default project baked into `workdir`, and the Python of a virtual environment
-    with its requirements (the kit's wheel built from this checkout, which its version
-    pin finds) and `requirements`."""
-    project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
+def baked_service(workdir, *requirements, **answers):
+    """A project baked into `workdir` with `answers` over the defaults, and the Python of
+    a virtual environment with its requirements (the kit's wheel built from this
+    checkout, which its version pin finds) and `requirements`."""
+    project = Path(
+        cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir), extra_context=answers)
+    )
     environment = workdir / "venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
