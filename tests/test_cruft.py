@@ -78,7 +78,8 @@ def check_update(tmp_path, template, first, url, cruft, env):
     edit(kit_init, '__version__ = "0.1.0"', '__version__ = "0.2.0"')
     slug = template / "{{cookiecutter.project_slug}}"
     for name in ("requirements.txt", "monitoring/requirements.txt"):
-        edit(slug / name, "flask-cf-prometheus==0.1.0", "flask-cf-prometheus==0.2.0")
+        # The service's pin carries the otlp extra in Jinja; the version follows it.
+        edit(slug / name, "==0.1.0", "==0.2.0")
     edit(
         slug / "manifest.yml",
         "    health-check-type: http\n",
