@@ -274,6 +274,37 @@ def test_a_request_without_traceparent_starts_a_trace_the_exemplar_carries(trace
     assert exemplars == [{"trace_id": trace_id, "span_id": span_id}]
 
 
+def test_a_continued_trace_keeps_its_tracestate(traced_app, receiver):
+    trace_id = uuid.uuid4().hex
+    traced_app.test_client().get(
+        "/items/9",
+        headers={"traceparent": traceparent("01", trace_id), "tracestate": "vendor=a1,other=b2"},
+    )
+
+    [span] = spans_of(receiver, trace_id)
+    assert span["trace_state"] == "vendor=a1,other=b2"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",  # no flags
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # upper case
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # invalid trace id
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # invalid parent
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(traced_app, receiver, header):
+    """As the log line's trace id is read: the span, the log line and the response agree."""
+    response = traced_app.test_client().get("/items/10", headers={"traceparent": header})
+
+    _, trace_id, span_id, _ = response.headers["traceresponse"].split("-")
+    assert trace_id not in header.lower()
+    [span] = spans_of(receiver, trace_id)
+    assert (span["span_id"], span["parent_span_id"]) == (span_id, "")
+
+
 def test_an_unsampled_trace_gets_no_span_nor_exemplar(traced_app, receiver):
     trace_id = uuid.uuid4().hex
     response = traced_app.test_client().get(
@@ -340,3 +371,33 @@ def test_every_span_is_counted_whatever_the_collector_does():
     counted = {outcome: after[outcome] - before[outcome] for outcome in after}
     assert counted == {"exported": 0, "queue_full": 2, "export_failed": 4, "shutdown": 25}
     assert stopped_in < 1.5
+
+
+def test_after_a_failed_export_the_queue_waits_before_encoding_more():
+    """A collector that refuses: the first full batch is sent at once; the batches that
+    fill up in the second after it wait for the backoff, not sent (nor encoded) one by
+    one; a flush still sends them."""
+    before = spans_counted()
+    refusing = Receiver(status=400)  # not retried by the exporter: fails at once
+    with receiving(refusing) as refused:
+        queue = SpanQueue(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{refused.server_address[1]}", timeout=1),
+            size=1000,
+            batch=1,
+            delay_seconds=0.01,
+        )
+        finish_spans(queue, 1)
+        deadline = time.monotonic() + 5
+        while not refusing.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(40):  # 40 full batches in 0.4 s, within the first backoff (1 s)
+            finish_spans(queue, 1)
+            time.sleep(0.01)
+        sent_during_backoff = len(refusing.requests)
+        assert queue.force_flush(5000)
+        queue.shutdown(1)
+
+    after = spans_counted()
+    assert sent_during_backoff == 1
+    assert len(refusing.requests) == 41
+    assert after["export_failed"] - before["export_failed"] == 41

@@ -5,7 +5,9 @@ The SDK's BatchSpanProcessor does the same, but its force_flush waits for the co
 however long it takes (opentelemetry-python #4568), and what it drops it reports only
 through OpenTelemetry's own metrics, which have no multiprocess mode. A request only
 appends to the queue: a collector down or slow never slows one. A full queue drops the
-span at once; a stop waits for the queue at most as long as it is given.
+span at once; a stop waits for the queue at most as long as it is given. After a failed
+export the thread waits longer before the next (1 s, doubling to 30 s): encoding spans
+for a collector that is down would cost the worker's requests CPU for nothing.
 """
 
 import collections
@@ -19,6 +21,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from ._metrics import TRACING_SPANS
 
 OUTCOMES = ("exported", "queue_full", "export_failed", "shutdown")
+# Seconds to wait after the first failed export in a row; each next failure doubles it.
+FIRST_BACKOFF, LAST_BACKOFF = 1.0, 30.0
 
 
 class SpanQueue(SpanProcessor):
@@ -33,6 +37,7 @@ class SpanQueue(SpanProcessor):
         self._flushing = False
         self._in_flight = 0
         self._abandoned = False  # the stop gave up waiting: the rest are counted lost
+        self._failures = 0  # failed exports in a row
         self._counters = {outcome: TRACING_SPANS.labels(outcome) for outcome in OUTCOMES}
         self._thread = threading.Thread(target=self._run, name="tracing-export", daemon=True)
         self._thread.start()
@@ -48,14 +53,20 @@ class SpanQueue(SpanProcessor):
                 self._counters["queue_full" if not self._stopping else "shutdown"].inc()
                 return
             self._queue.append(span)
-            if len(self._queue) >= self._batch:
+            if len(self._queue) >= self._batch and not self._failures:
                 self._changed.notify()
 
     def _run(self):
         while True:
             with self._changed:
-                deadline = time.monotonic() + self._delay
-                while not (self._stopping or self._flushing) and len(self._queue) < self._batch:
+                backoff = self._failures and min(
+                    FIRST_BACKOFF * 2 ** (self._failures - 1), LAST_BACKOFF
+                )
+                deadline = time.monotonic() + (backoff or self._delay)
+                # A full batch sends at once, unless the last export failed.
+                while not (self._stopping or self._flushing) and (
+                    backoff or len(self._queue) < self._batch
+                ):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -69,6 +80,7 @@ class SpanQueue(SpanProcessor):
             result = self._export(batch)
             with self._changed:
                 self._in_flight = 0
+                self._failures = self._failures + 1 if result == "export_failed" else 0
                 if not self._abandoned:
                     self._counters[result].inc(len(batch))
                 self._changed.notify_all()

@@ -22,11 +22,12 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from ._exemplars import SAMPLED_TRACE_KEY
 from ._logs import RULE_KEY, TRACE_ID_KEY
 from ._metrics import STANDARD_METHODS
+from ._middleware import trace_from
 from ._span_queue import SpanQueue
 
 _SAMPLERS = {
@@ -133,17 +134,11 @@ def resource(settings, service, version, environ=os.environ):
 
 def traced(wsgi_app, metrics_path):
     """Wrap the metrics middleware's app: each request but a scrape in a server span."""
-    propagator = TraceContextTextMapPropagator()
 
     def traced_wsgi_app(environ, start_response):
         if environ.get("PATH_INFO") == metrics_path:
             return wsgi_app(environ, start_response)
-        parent = None
-        if "HTTP_TRACEPARENT" in environ:
-            carrier = {"traceparent": environ["HTTP_TRACEPARENT"]}
-            if "HTTP_TRACESTATE" in environ:
-                carrier["tracestate"] = environ["HTTP_TRACESTATE"]
-            parent = propagator.extract(carrier)
+        parent = _parent(environ)
         method = environ.get("REQUEST_METHOD", "")
         # Semantic conventions: a method outside the standard set is _OTHER.
         method = method if method in STANDARD_METHODS else "_OTHER"
@@ -186,16 +181,34 @@ def traced(wsgi_app, metrics_path):
     return traced_wsgi_app
 
 
+def _parent(environ):
+    """The context of the request's traceparent, read by the parser that gives the log
+    line its trace id (so the two cannot disagree), with its tracestate; None for a
+    request without a well-formed one."""
+    trace_id, span_id, sampled = trace_from(environ.get("HTTP_TRACEPARENT"))
+    if trace_id is None:
+        return None
+    state = environ.get("HTTP_TRACESTATE")
+    span_context = SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
+
+
 def _name(span, method, environ, status):
     """The span's name and what it answered, once Flask has matched the route: the
     route's template, never the raw path."""
-    rule = environ.get(RULE_KEY)
-    route = getattr(rule, "rule", None)
+    code = int(status) if status and status.isdigit() else 500
+    attributes = {"http.response.status_code": code}
+    route = getattr(environ.get(RULE_KEY), "rule", None)
     if route is not None:
         span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
-        span.set_attribute("http.route", route)
-    code = int(status) if status and status.isdigit() else 500
-    span.set_attribute("http.response.status_code", code)
+        attributes["http.route"] = route
     if code >= 500:
-        span.set_attribute("error.type", str(code))
+        attributes["error.type"] = str(code)
         span.set_status(trace.Status(trace.StatusCode.ERROR))
+    span.set_attributes(attributes)

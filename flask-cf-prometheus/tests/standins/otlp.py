@@ -63,6 +63,7 @@ class Receiver:
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_span_id": span.parent_span_id.hex(),
+                            "trace_state": span.trace_state,
                             "attributes": {
                                 item.key: _value(item.value) for item in span.attributes
                             },
