@@ -50,14 +50,29 @@ def wheelhouse():
 def project_python(tmp_path_factory, kit_wheels, wheelhouse):
     """A Python with a default project's requirements-dev.txt installed, shared by all bakes.
 
-    Requirements do not depend on the answers (test_requirements_do_not_depend_on_answers),
-    so one environment serves every combination. The kit comes from this checkout's wheel.
+    Requirements depend on no answer but `tracing`
+    (test_requirements_do_not_depend_on_answers), so one environment serves every
+    combination without traces. The kit comes from this checkout's wheel.
     """
+    return _project_venv(tmp_path_factory, kit_wheels, "none")
+
+
+@pytest.fixture(scope="session")
+def tracing_python(tmp_path_factory, kit_wheels, wheelhouse):
+    """A Python with the requirements-dev.txt of a project that traces (tracing=otlp)."""
+    return _project_venv(tmp_path_factory, kit_wheels, "otlp")
+
+
+def _project_venv(tmp_path_factory, kit_wheels, tracing):
     from cookiecutter.main import cookiecutter
 
-    output = tmp_path_factory.mktemp("requirements")
-    project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output)))
-    python = clean_venv(tmp_path_factory.mktemp("project-venv") / "venv")
+    output = tmp_path_factory.mktemp(f"requirements-{tracing}")
+    project = Path(
+        cookiecutter(
+            str(TEMPLATE), no_input=True, output_dir=str(output), extra_context={"tracing": tracing}
+        )
+    )
+    python = clean_venv(tmp_path_factory.mktemp(f"project-venv-{tracing}") / "venv")
     pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
     return python
 

@@ -12,7 +12,7 @@ import yaml
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
-from .baking import TEMPLATE, bake, clean_venv, pip_install, run
+from .baking import TEMPLATE, bake, run
 from .tools import require
 
 CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())
@@ -109,20 +109,10 @@ def test_baked_project_passes_its_own_tests(cookies, project_python, metrics_aut
     assert "skipped" not in result.stdout
 
 
-@pytest.fixture(scope="module")
-def tracing_project(tmp_path_factory, kit_wheels, wheelhouse):
+@pytest.fixture
+def tracing_project(cookies, tracing_python):
     """A bake that traces, and a Python with its requirements-dev.txt installed."""
-    from cookiecutter.main import cookiecutter
-
-    output = tmp_path_factory.mktemp("tracing")
-    project = Path(
-        cookiecutter(
-            str(TEMPLATE), no_input=True, output_dir=str(output), extra_context={"tracing": "otlp"}
-        )
-    )
-    python = clean_venv(tmp_path_factory.mktemp("tracing-venv") / "venv")
-    pip_install(python, "-r", "requirements-dev.txt", cwd=project, find_links=[kit_wheels])
-    return project, python
+    return bake(cookies, tracing="otlp"), tracing_python
 
 
 def installed(python):
@@ -250,11 +240,20 @@ def test_python_version_reaches_runtime_and_tools(baked):
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + version.replace(".", "")
 
 
-def test_requirements_do_not_depend_on_answers(cookies):
+def test_requirements_do_not_depend_on_answers_but_tracing(cookies):
     default = bake(cookies)
     other = bake(cookies, project_name="Other", python_version="3.14", metrics_auth="ip_whitelist")
+    tracing = bake(cookies, tracing="otlp")
     for name in ("requirements.txt", "requirements-dev.txt"):
         assert (default / name).read_text() == (other / name).read_text()
+    assert (default / "requirements-dev.txt").read_text() == (
+        tracing / "requirements-dev.txt"
+    ).read_text()
+    added = set((tracing / "requirements.txt").read_text().splitlines()) - set(
+        (default / "requirements.txt").read_text().splitlines()
+    )
+    assert "flask-cf-prometheus[otlp]==0.1.0" in added
+    assert all(line.startswith("#") or "==" in line for line in added)
 
 
 def test_runtime_requirements_are_pinned(cookies):
