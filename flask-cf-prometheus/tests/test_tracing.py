@@ -8,8 +8,11 @@ import time
 import uuid
 
 import pytest
+import requests
+import urllib3
 from flask import Flask
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
@@ -18,6 +21,7 @@ from flask_cf_prometheus import ConfigError, Metrics
 from flask_cf_prometheus._span_queue import SpanQueue
 from flask_cf_prometheus._tracing_settings import tracing_settings
 
+from .standins.loopback import StandIn, serving
 from .standins.otlp import Receiver, receiving
 
 TOKEN = "token"
@@ -193,8 +197,31 @@ def receiver():
         yield receiver
 
 
+class Downstream:
+    """A service the app calls: it keeps the traceparent of each call."""
+
+    def __init__(self):
+        self.traceparents = []
+
+    def handler(downstream):  # noqa: N805 (the handler class reads its downstream)
+        class Handler(StandIn):
+            def do_GET(self):
+                downstream.traceparents.append(self.headers.get("traceparent"))
+                self.answer(200, b"{}", [("Content-Type", "application/json")])
+
+        return Handler
+
+
 @pytest.fixture(scope="module")
-def traced_app(receiver):
+def downstream():
+    downstream = Downstream()
+    with serving(downstream.handler()) as server:
+        downstream.url = f"http://127.0.0.1:{server.server_address[1]}/"
+        yield downstream
+
+
+@pytest.fixture(scope="module")
+def traced_app(receiver, downstream):
     """An app that traces to the receiver. OpenTelemetry's global tracer provider is set
     once a process: one app serves every test of this module."""
     with pytest.MonkeyPatch.context() as patch:
@@ -213,6 +240,14 @@ def traced_app(receiver):
         @app.get("/boom")
         def boom():
             return {}, 503
+
+        @app.get("/call/requests")
+        def call_with_requests():
+            return {"status": requests.get(downstream.url, timeout=5).status_code}
+
+        @app.get("/call/urllib3")
+        def call_with_urllib3():
+            return {"status": urllib3.request("GET", downstream.url, timeout=5).status}
 
         Metrics(app, service="traced", version="2.0", tracing=True)
         yield app
@@ -272,6 +307,25 @@ def test_a_request_without_traceparent_starts_a_trace_the_exemplar_carries(trace
         if sample.exemplar and ("path", "/boom") in sample.labels.items()
     ]
     assert exemplars == [{"trace_id": trace_id, "span_id": span_id}]
+
+
+@pytest.mark.parametrize("client", ["requests", "urllib3"])
+def test_an_outgoing_call_carries_the_trace_on(traced_app, receiver, downstream, client):
+    """The call is a client span, child of the request's; the service called is sent
+    the client span as its parent."""
+    trace_id = uuid.uuid4().hex
+    traced_app.test_client().get(
+        f"/call/{client}", headers={"traceparent": traceparent("01", trace_id)}
+    )
+
+    deadline = time.monotonic() + 10
+    while len(spans_of(receiver, trace_id) or ()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    spans = {span["kind"]: span for span in spans_of(receiver, trace_id)}
+    server, call = spans[SpanKind.SPAN_KIND_SERVER], spans[SpanKind.SPAN_KIND_CLIENT]
+    assert len(spans_of(receiver, trace_id)) == 2, "one client span, not one a library"
+    assert call["parent_span_id"] == server["span_id"]
+    assert downstream.traceparents[-1] == f"00-{trace_id}-{call['span_id']}-01"
 
 
 def test_a_continued_trace_keeps_its_tracestate(traced_app, receiver):
