@@ -386,6 +386,12 @@ def spans_counted():
     }
 
 
+def queue_to(server, timeout, **sizes):
+    """A SpanQueue whose exporter sends to the receiver `server` serves."""
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    return SpanQueue(OTLPSpanExporter(endpoint=endpoint, timeout=timeout), **sizes)
+
+
 def finish_spans(queue, count):
     provider = TracerProvider()
     provider.add_span_processor(queue)
@@ -400,22 +406,12 @@ def test_every_span_is_counted_whatever_the_collector_does():
     with receiving(refusing) as refused, receiving(slow) as slowed:
         # A queue of 4 spans, sent only when flushed: 6 finished at once leave 2 dropped;
         # the collector refuses the 4 it is sent.
-        queue = SpanQueue(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{refused.server_address[1]}", timeout=1),
-            size=4,
-            batch=5,
-            delay_seconds=60,
-        )
+        queue = queue_to(refused, timeout=1, size=4, batch=5, delay_seconds=60)
         finish_spans(queue, 6)
         assert queue.force_flush(5000)
         # A collector slower than the stop's budget: what is queued is counted lost, and
         # the stop keeps to its budget.
-        stopping = SpanQueue(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{slowed.server_address[1]}", timeout=3),
-            size=100,
-            batch=10,
-            delay_seconds=0.01,
-        )
+        stopping = queue_to(slowed, timeout=3, size=100, batch=10, delay_seconds=0.01)
         finish_spans(stopping, 25)
         started = time.monotonic()
         stopping.shutdown(0.5)
@@ -434,12 +430,7 @@ def test_after_a_failed_export_the_queue_waits_before_encoding_more():
     before = spans_counted()
     refusing = Receiver(status=400)  # not retried by the exporter: fails at once
     with receiving(refusing) as refused:
-        queue = SpanQueue(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{refused.server_address[1]}", timeout=1),
-            size=1000,
-            batch=1,
-            delay_seconds=0.01,
-        )
+        queue = queue_to(refused, timeout=1, size=1000, batch=1, delay_seconds=0.01)
         finish_spans(queue, 1)
         deadline = time.monotonic() + 5
         while not refusing.requests and time.monotonic() < deadline:
