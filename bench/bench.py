@@ -7,6 +7,9 @@ GunicornInternalPrometheusMetrics, GOV.UK's gds-metrics, or the service this tem
 bakes, with all its metrics and its request ids (whose own cost is counted apart). wrk
 loads each in interleaved rounds, sync and gthread workers; the medians of requests per
 second and of the workers' CPU time per request are printed as ratios to the bare app.
+The instructions part also counts the service sent a sampled traceparent, and the bare
+app sent the same headers; the tracing part, a service baked with tracing=otlp with
+tracing off and on at sampled ratios of 1 and 0.01, sending to a loopback receiver.
 Then the scrape latency of each app with metrics, fresh and after 400
 worker recycles, with the number of metric files each leaves behind; the cost of a
 scrape at scale, 2 to 16 workers' files (scrape_scale.py); the kit's cf-discovery's
