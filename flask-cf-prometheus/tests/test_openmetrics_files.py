@@ -51,6 +51,33 @@ def test_the_newest_across_files_wins_and_a_file_never_goes_back(tmp_path):
     assert exemplars_in(paths[:1])[plan_key("0.1")].labels["trace_id"] == ids(3)[0].hex()
 
 
+def test_one_reader_sees_every_change_to_the_files_it_read_before(tmp_path):
+    """A reader parses again only the files whose bytes changed: a record rewritten, a
+    record added, a file gone or replaced by a fold are each seen at the next read."""
+    first, second = Writer(tmp_path / "openmetrics_1.bin"), Writer(tmp_path / "openmetrics_2.bin")
+    first.record(key("0.1"), *ids(1), 0.05, 100.0)
+    second.record(key("0.5"), *ids(2), 0.3, 100.0)
+    paths = sorted(tmp_path.glob("openmetrics_*.bin"))
+    reader = Reader()
+
+    def trace_ids():
+        exemplars = reader.read(paths)[0]
+        return {dict(labels)["le"]: e.labels["trace_id"] for (_, labels), e in exemplars.items()}
+
+    assert trace_ids() == {"0.1": ids(1)[0].hex(), "0.5": ids(2)[0].hex()}
+    assert trace_ids() == {"0.1": ids(1)[0].hex(), "0.5": ids(2)[0].hex()}
+    first.record(key("0.1"), *ids(3), 0.06, 101.0)
+    assert trace_ids() == {"0.1": ids(3)[0].hex(), "0.5": ids(2)[0].hex()}
+    second.record(key("1.0"), *ids(4), 0.7, 102.0)
+    assert trace_ids() == {"0.1": ids(3)[0].hex(), "0.5": ids(2)[0].hex(), "1.0": ids(4)[0].hex()}
+    aggregate = tmp_path / "openmetrics_aggregate.bin"
+    openmetrics_files.fold(paths[0], aggregate)
+    paths = [aggregate, paths[1]]
+    assert trace_ids() == {"0.1": ids(3)[0].hex(), "0.5": ids(2)[0].hex(), "1.0": ids(4)[0].hex()}
+    paths = [aggregate]
+    assert trace_ids() == {"0.1": ids(3)[0].hex()}
+
+
 def test_a_fold_keeps_the_newest_of_each_key_and_removes_the_dead_file(tmp_path):
     aggregate = tmp_path / "openmetrics_aggregate.bin"
     for pid, (le, number, timestamp) in enumerate(

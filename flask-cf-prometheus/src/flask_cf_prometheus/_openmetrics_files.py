@@ -20,6 +20,7 @@ ones: the writer overwrites the older, so a read finds the newer whole, unless t
 writer overwrote both during that one read; then the record is skipped for that scrape.
 """
 
+import hashlib
 import json
 import logging
 import mmap
@@ -283,18 +284,40 @@ def _process_writer(directory):
 
 
 class Reader:
-    """Reads the files at each scrape; each key's text is parsed once. Not thread-safe:
-    the caller holds a lock."""
+    """Reads the files at each scrape; each key's text is parsed once, and a file that
+    has not changed since the last scrape is not parsed again: an idle worker's, the
+    aggregate between folds. Not thread-safe: the caller holds a lock."""
 
     def __init__(self):
         self._keys = {}  # key text -> (sample name, sorted label pairs), or None
+        self._files = {}  # path -> (digest of its bytes, its whole records)
+        self._last = None  # (the files' digests, what the last read gave)
 
     def read(self, paths):
         """Of all these files: the newest exemplar of each bucket, {(sample name, sorted
         label pairs): Exemplar}, and the earliest start of each series, {(its `_created`
         sample's name, sorted label pairs): timestamp}. A file that cannot be read gives
-        none."""
-        chosen = _chosen(paths, skipped=OSError)
+        none. What it gives is the caller's to read, not to change."""
+        files = {}
+        for path in paths:
+            try:
+                data = _read(path)
+            except OSError:
+                continue
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            known = self._files.get(path)
+            files[path] = known if known and known[0] == digest else (digest, _whole(data))
+        self._files = files
+        digests = [(path, digest) for path, (digest, _) in files.items()]
+        if self._last is None or self._last[0] != digests:
+            self._last = digests, self._merged(files.values())
+        return self._last[1]
+
+    def _merged(self, files):
+        """read()'s answer from each file's (digest, whole records)."""
+        chosen = {}
+        for _, whole in files:
+            _choose(chosen, whole)
         keys = self._keys
         if len(keys) > 100_000:  # keys of files long gone
             keys.clear()
@@ -332,6 +355,18 @@ def _read(path):
     return data
 
 
+def _whole(data):
+    """[(key text, newest whole copy)] of a file's bytes, but records never written."""
+    return [(text, copy) for text, _, copy in records(data) if copy is not None]
+
+
+def _choose(chosen, whole):
+    """Make each of a file's copies the chosen one of its key in `chosen` where it wins."""
+    for text, copy in whole:
+        if _preferred(text, copy, chosen.get(text)):
+            chosen[text] = copy
+
+
 def _chosen(paths, skipped):
     """{key text: the copy that wins} over these files; a file whose reading raises
     `skipped` gives none."""
@@ -341,9 +376,7 @@ def _chosen(paths, skipped):
             data = _read(path)
         except skipped:
             continue
-        for text, _, copy in records(data):
-            if copy is not None and _preferred(text, copy, chosen.get(text)):
-                chosen[text] = copy
+        _choose(chosen, _whole(data))
     return chosen
 
 
