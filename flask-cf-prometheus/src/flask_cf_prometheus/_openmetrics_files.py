@@ -20,6 +20,7 @@ ones: the writer overwrites the older, so a read finds the newer whole, unless t
 writer overwrote both during that one read; then the record is skipped for that scrape.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -284,9 +285,8 @@ def _process_writer(directory):
 
 
 class Reader:
-    """Reads the files at each scrape; each key's text is parsed once, and a file that
-    has not changed since the last scrape is not parsed again: an idle worker's, the
-    aggregate between folds. Not thread-safe: the caller holds a lock."""
+    """Reads the files at each scrape; each key's text is parsed once, and a file not
+    changed since the last scrape is not parsed again. The caller holds a lock."""
 
     def __init__(self):
         self._keys = {}  # key text -> (sample name, sorted label pairs), or None
@@ -296,8 +296,8 @@ class Reader:
     def read(self, paths):
         """Of all these files: the newest exemplar of each bucket, {(sample name, sorted
         label pairs): Exemplar}, and the earliest start of each series, {(its `_created`
-        sample's name, sorted label pairs): timestamp}. A file that cannot be read gives
-        none. What it gives is the caller's to read, not to change."""
+        sample's name, sorted label pairs): timestamp}, the caller's to read, not to
+        change. A file that cannot be read gives none."""
         files = {}
         for path in paths:
             try:
@@ -367,24 +367,14 @@ def _choose(chosen, whole):
             chosen[text] = copy
 
 
-def _chosen(paths, skipped):
-    """{key text: the copy that wins} over these files; a file whose reading raises
-    `skipped` gives none."""
-    chosen = {}
-    for path in paths:
-        try:
-            data = _read(path)
-        except skipped:
-            continue
-        _choose(chosen, _whole(data))
-    return chosen
-
-
 def fold(dead, aggregate):
     """Replace `aggregate` by the newest exemplar and the earliest start of each key in
     it and `dead`, atomically, then remove `dead`. The caller holds the directory's
     exclusive lock; a file that cannot be read (but is not missing) fails the fold."""
-    newest = _chosen((aggregate, dead), skipped=FileNotFoundError)
+    newest = {}
+    for path in (aggregate, dead):
+        with contextlib.suppress(FileNotFoundError):
+            _choose(newest, _whole(_read(path)))
     staging = aggregate.with_name(f".{aggregate.stem}.staging")
     staging.unlink(missing_ok=True)
     body = bytearray()
