@@ -25,6 +25,15 @@ OUTCOMES = ("exported", "queue_full", "export_failed", "shutdown")
 FIRST_BACKOFF, LAST_BACKOFF = 1.0, 30.0
 
 
+def backoff_seconds(failures):
+    """How long to wait after `failures` failed exports in a row before the next: none
+    after none. The exponent stops growing once past the last: a collector down for
+    days must not overflow it."""
+    if not failures:
+        return 0.0
+    return min(FIRST_BACKOFF * 2 ** min(failures - 1, 16), LAST_BACKOFF)
+
+
 class SpanQueue(SpanProcessor):
     def __init__(self, exporter, *, size, batch, delay_seconds):
         self._exporter = exporter
@@ -59,9 +68,7 @@ class SpanQueue(SpanProcessor):
     def _run(self):
         while True:
             with self._changed:
-                backoff = self._failures and min(
-                    FIRST_BACKOFF * 2 ** (self._failures - 1), LAST_BACKOFF
-                )
+                backoff = backoff_seconds(self._failures)
                 deadline = time.monotonic() + (backoff or self._delay)
                 # A full batch sends at once, unless the last export failed.
                 while not (self._stopping or self._flushing) and (
