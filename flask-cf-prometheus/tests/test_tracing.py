@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from flask_cf_prometheus import ConfigError, Metrics
-from flask_cf_prometheus._span_queue import SpanQueue
+from flask_cf_prometheus._span_queue import SpanQueue, backoff_seconds
 from flask_cf_prometheus._tracing_settings import tracing_settings
 
 from .standins.loopback import StandIn, serving
@@ -435,9 +435,8 @@ def test_after_a_failed_export_the_queue_waits_before_encoding_more():
         deadline = time.monotonic() + 5
         while not refusing.requests and time.monotonic() < deadline:
             time.sleep(0.01)
-        for _ in range(40):  # 40 full batches in 0.4 s, within the first backoff (1 s)
-            finish_spans(queue, 1)
-            time.sleep(0.01)
+        finish_spans(queue, 40)  # 40 full batches at once, then a third of the backoff
+        time.sleep(0.3)
         sent_during_backoff = len(refusing.requests)
         assert queue.force_flush(5000)
         queue.shutdown(1)
@@ -446,3 +445,8 @@ def test_after_a_failed_export_the_queue_waits_before_encoding_more():
     assert sent_during_backoff == 1
     assert len(refusing.requests) == 41
     assert after["export_failed"] - before["export_failed"] == 41
+
+
+def test_the_backoff_doubles_to_its_last_and_stays_there():
+    waits = [backoff_seconds(failures) for failures in (0, 1, 2, 3, 5, 6, 7, 100, 100_000)]
+    assert waits == [0.0, 1.0, 2.0, 4.0, 16.0, 30.0, 30.0, 30.0, 30.0]
