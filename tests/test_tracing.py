@@ -216,9 +216,9 @@ def test_a_collector_down_or_slow_costs_requests_nothing_and_a_stop_its_budget(
     """Three services in turns, 500 requests each after 50 to warm up: tracing off, one
     sending to a collector that answers at once, and one whose collector is down or
     answers after 30 s. The last one's median latency stays within 10 % of the second's:
-    the collector's state costs a request nothing. What tracing itself costs (the SDK's
-    span and its encoding, every request sampled) is bounded against tracing off. The
-    spans that could not be sent are counted, and the stop keeps to its budget."""
+    the collector's state costs a request nothing. What tracing itself costs (the
+    request's span and its encoding, every request sampled) is bounded against tracing
+    off. The spans that could not be sent are counted, and the stop keeps to its budget."""
     healthy, slow = Receiver(), Receiver(delay_seconds=30)  # the exporter waits 10 s
     with receiving(healthy) as healthy_server, receiving(slow) as slow_server:
         port = slow_server.server_address[1] if collector == "slow" else free_loopback_port()
@@ -253,8 +253,9 @@ def test_a_collector_down_or_slow_costs_requests_nothing_and_a_stop_its_budget(
 
     median = {service: statistics.median(times) for service, times in latencies.items()}
     assert median[tested] <= 1.10 * median[sending], median
-    # Measured at 1.10 to 1.16 on a 2-core VM (BENCHMARKS.md, Traces).
-    assert median[sending] <= 1.35 * median[off], median
+    # Measured at 1.04 to 1.08 on a 2-core VM; 1.10 to 1.16 when each request made the
+    # SDK's span (BENCHMARKS.md, Traces).
+    assert median[sending] <= 1.20 * median[off], median
     assert stopped_in < GRACEFUL_SECONDS
     assert "Traceback" not in log
     counted = spans_counted(tested, tracing_python, tmp_path)

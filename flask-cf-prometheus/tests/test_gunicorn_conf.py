@@ -515,7 +515,13 @@ def test_worker_exit_says_whether_the_worker_was_recycled(
     worker_records.prepare_exit_count()
     before = exits()
     conf = load()
-    booted = SimpleNamespace(pid=os.getpid(), booted=True, nr=requests_served, max_requests=100)
+    booted = SimpleNamespace(
+        pid=os.getpid(),
+        booted=True,
+        nr=requests_served,
+        max_requests=100,
+        cfg=SimpleNamespace(graceful_timeout=8, timeout=30),  # read when the worker traces
+    )
 
     conf["worker_exit"](server=None, worker=SimpleNamespace(pid=os.getpid() + 1, booted=True))
     conf["worker_exit"](server=None, worker=booted)

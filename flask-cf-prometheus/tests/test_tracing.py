@@ -4,6 +4,7 @@ opentelemetry-proto; one trace id in the span, the response and the exemplar; an
 span counted by what became of it, whatever the collector does."""
 
 import json
+import random
 import time
 import uuid
 
@@ -11,14 +12,19 @@ import pytest
 import requests
 import urllib3
 from flask import Flask
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from flask_cf_prometheus import ConfigError, Metrics
+from flask_cf_prometheus._request_span import RequestTracer
 from flask_cf_prometheus._span_queue import SpanQueue, backoff_seconds
+from flask_cf_prometheus._tracing import _SAMPLERS
 from flask_cf_prometheus._tracing_settings import tracing_settings
 
 from .standins.loopback import StandIn, serving
@@ -241,6 +247,18 @@ def traced_app(receiver, downstream):
         def boom():
             return {}, 503
 
+        @app.get("/annotated")
+        def annotated():
+            span = trace.get_current_span()
+            span.set_attribute("app.order", 42)
+            span.set_attribute("app.unsendable", object())
+            span.add_event("order.checked", {"app.items": 3})
+            return {}
+
+        @app.get("/raises")
+        def raises():
+            raise LookupError("no such order")
+
         @app.get("/call/requests")
         def call_with_requests():
             return {"status": requests.get(downstream.url, timeout=5).status_code}
@@ -326,6 +344,30 @@ def test_an_outgoing_call_carries_the_trace_on(traced_app, receiver, downstream,
     assert downstream.traceparents[-1] == f"00-{trace_id}-{call['span_id']}-01"
 
 
+def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_app, receiver):
+    """What a view sets on trace.get_current_span() is sent. A value OpenTelemetry
+    cannot send is cleared, as the SDK's span clears it, rather than fail the batch."""
+    client = traced_app.test_client()
+    trace_id, failed_id = uuid.uuid4().hex, uuid.uuid4().hex
+    client.get("/annotated", headers={"traceparent": traceparent("01", trace_id)})
+    with pytest.raises(LookupError):
+        client.get("/raises", headers={"traceparent": traceparent("01", failed_id)})
+
+    [span] = spans_of(receiver, trace_id)
+    assert span["attributes"]["app.order"] == 42
+    assert span["attributes"].get("app.unsendable") is None
+    assert [(event["name"], event["attributes"]) for event in span["events"]] == [
+        ("order.checked", {"app.items": 3})
+    ]
+    [failed] = spans_of(receiver, failed_id)
+    [event] = failed["events"]
+    assert event["name"] == "exception"
+    assert event["attributes"]["exception.type"] == "LookupError"
+    assert event["attributes"]["exception.message"] == "no such order"
+    assert "raise LookupError" in event["attributes"]["exception.stacktrace"]
+    assert failed["status_code"] == Status.STATUS_CODE_ERROR
+
+
 def test_a_continued_trace_keeps_its_tracestate(traced_app, receiver):
     trace_id = uuid.uuid4().hex
     traced_app.test_client().get(
@@ -375,6 +417,27 @@ def test_a_scrape_gets_no_span(traced_app, receiver):
 
     assert response.status_code == 200
     assert "traceresponse" not in response.headers
+
+
+@pytest.mark.parametrize("sampler", sorted(_SAMPLERS))
+@pytest.mark.parametrize("ratio", [0.0, 0.01, 0.5, 1.0])
+def test_a_requests_span_is_sampled_as_the_sdks_sampler_samples(sampler, ratio):
+    """Random trace ids, and those at the ratio's bound, with no parent, a sampled one
+    and an unsampled one."""
+    sdk = _SAMPLERS[sampler](ratio)
+    tracer = RequestTracer(TracerProvider(), None, __name__, sampler, ratio)
+    bound = round(ratio * 2**64)
+    draw = random.Random(f"{sampler} {ratio}")
+    edges = [(draw.getrandbits(64) << 64) | low for low in (bound - 1, bound, bound + 1)]
+    trace_ids = [draw.getrandbits(128) for _ in range(2000)] + edges
+    for trace_id in (trace_id for trace_id in trace_ids if 0 < trace_id < 2**128):
+        for flags in (None, TraceFlags.SAMPLED, TraceFlags.DEFAULT):
+            parent = None if flags is None else SpanContext(trace_id, 7, True, TraceFlags(flags))
+            context = (
+                None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
+            )
+            decision = sdk.should_sample(context, trace_id, "GET", trace.SpanKind.SERVER).decision
+            assert tracer.sampled(parent, trace_id) == decision.is_sampled(), (trace_id, flags)
 
 
 def spans_counted():

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ._metrics import TRACING_SPANS
+from ._request_span import RequestSpan
 
 OUTCOMES = ("exported", "queue_full", "export_failed", "shutdown")
 # Seconds to wait after the first failed export in a row; each next failure doubles it.
@@ -55,8 +56,11 @@ class SpanQueue(SpanProcessor):
         pass
 
     def on_end(self, span):
-        if not span.context.trace_flags.sampled:
-            return
+        if span.context.trace_flags.sampled:
+            self.put(span)
+
+    def put(self, span):
+        """Queue a sampled span: the SDK's, ended, or a request's (_request_span.py)."""
         with self._changed:
             if self._stopping or len(self._queue) >= self._size:
                 self._counters["queue_full" if not self._stopping else "shutdown"].inc()
@@ -96,7 +100,10 @@ class SpanQueue(SpanProcessor):
         try:
             # The exporter's own HTTP calls are not traced.
             with suppress_instrumentation():
-                done = self._exporter.export(batch) is SpanExportResult.SUCCESS
+                spans = [
+                    span.readable() if isinstance(span, RequestSpan) else span for span in batch
+                ]
+                done = self._exporter.export(spans) is SpanExportResult.SUCCESS
         except Exception:  # the exporter logs what went wrong; the thread goes on
             done = False
         return "exported" if done else "export_failed"

@@ -22,12 +22,13 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
 from ._exemplars import SAMPLED_TRACE_KEY
 from ._logs import RULE_KEY, TRACE_ID_KEY
 from ._metrics import STANDARD_METHODS
 from ._middleware import trace_from
+from ._request_span import RequestTracer
 from ._span_queue import SpanQueue
 
 _SAMPLERS = {
@@ -44,6 +45,17 @@ _SAMPLERS = {
 # What init_app configured in this process, and what start() made of it in this pid.
 _configured = None
 _started = None  # (pid, tracer, span queue)
+# The traceresponse header's flags, by a span's trace flags (sampled, random trace id).
+FLAGS_TEXT = ("00", "01", "02", "03")
+
+
+def _forget_started():
+    global _started
+    _started = None
+
+
+# A process forked from one that traces makes its own tracer (and export thread).
+os.register_at_fork(after_in_child=_forget_started)
 
 
 def configure(settings, service, version):
@@ -53,8 +65,9 @@ def configure(settings, service, version):
 
 
 def tracer():
-    """This process's tracer, made at its first use in this pid."""
-    if _started is None or _started[0] != os.getpid():
+    """This process's tracer of requests (_request_span.py), made at its first use in
+    this pid."""
+    if _started is None:
         start()
     return _started[1]
 
@@ -88,11 +101,15 @@ def start():
         resource=resource(settings, service, version),
         shutdown_on_exit=False,  # stop() sends what is queued, within its budget
     )
-    provider.add_span_processor(queue)
+    provider.add_span_processor(queue)  # the spans the SDK makes
     for instrumentor in (RequestsInstrumentor(), URLLib3Instrumentor()):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=provider)
-    _started = os.getpid(), provider.get_tracer(__name__), queue
+    _started = (
+        os.getpid(),
+        RequestTracer(provider, queue, __name__, settings["sampler"], settings["ratio"]),
+        queue,
+    )
 
 
 def stop(timeout_seconds):
@@ -144,9 +161,8 @@ def traced(wsgi_app, metrics_path):
         method = method if method in STANDARD_METHODS else "_OTHER"
         span = tracer().start_span(
             method if method != "_OTHER" else "HTTP",
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={
+            parent,
+            {
                 "http.request.method": method,
                 "url.path": environ.get("PATH_INFO", ""),
                 "url.scheme": environ.get("wsgi.url_scheme", "http"),
@@ -157,7 +173,10 @@ def traced(wsgi_app, metrics_path):
         environ[TRACE_ID_KEY] = trace_id
         if span_context.trace_flags.sampled:
             environ[SAMPLED_TRACE_KEY] = (trace_id, span_id)
-        header = ("traceresponse", f"00-{trace_id}-{span_id}-{span_context.trace_flags:02x}")
+        header = (
+            "traceresponse",
+            f"00-{trace_id}-{span_id}-{FLAGS_TEXT[span_context.trace_flags & 3]}",
+        )
         status = None
 
         def start_response_traced(status_line, headers, exc_info=None):
@@ -182,21 +201,20 @@ def traced(wsgi_app, metrics_path):
 
 
 def _parent(environ):
-    """The context of the request's traceparent, read by the parser that gives the log
-    line its trace id (so the two cannot disagree), with its tracestate; None for a
+    """The span context of the request's traceparent, read by the parser that gives the
+    log line its trace id (so the two cannot disagree), with its tracestate; None for a
     request without a well-formed one."""
     trace_id, span_id, sampled = trace_from(environ.get("HTTP_TRACEPARENT"))
     if trace_id is None:
         return None
     state = environ.get("HTTP_TRACESTATE")
-    span_context = SpanContext(
+    return SpanContext(
         int(trace_id, 16),
         int(span_id, 16),
         is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
         trace_state=TraceState.from_header([state]) if state else None,
     )
-    return trace.set_span_in_context(NonRecordingSpan(span_context))
 
 
 def _name(span, method, environ, status):

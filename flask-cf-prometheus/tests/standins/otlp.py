@@ -67,6 +67,15 @@ class Receiver:
                             "attributes": {
                                 item.key: _value(item.value) for item in span.attributes
                             },
+                            "events": [
+                                {
+                                    "name": event.name,
+                                    "attributes": {
+                                        item.key: _value(item.value) for item in event.attributes
+                                    },
+                                }
+                                for event in span.events
+                            ],
                             "status_code": span.status.code,
                             "resource": resource,
                         }
