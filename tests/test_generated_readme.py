@@ -26,7 +26,7 @@ WSGI_ENVIRON_KEYS = {
 }
 # The kit's tracing, which a service made without it never runs: it reads none of
 # OpenTelemetry's variables, and says it ignores them.
-TRACING_MODULES = {"_tracing.py", "_tracing_settings.py", "_span_queue.py"}
+TRACING_MODULES = {"_tracing.py", "_tracing_settings.py", "_span_queue.py", "_request_span.py"}
 CODE_BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 # os.environ.get("X"), os.environ["X"], and the kit's helpers: _text(environ, "X"),
 # _whole_number(environ, "X", ...) and _choice(environ, "X", ...).
