@@ -31,6 +31,8 @@ from .standins.loopback import StandIn, serving
 from .standins.otlp import Receiver, receiving
 
 TOKEN = "token"
+# The trace a view's span links to (test_a_view_annotates_its_requests_span...).
+LINKED_TRACE = "5b8aa5a2d2c872e8321cf37308d69df2"
 
 
 def settings(**environ):
@@ -253,6 +255,7 @@ def traced_app(receiver, downstream):
             span.set_attribute("app.order", 42)
             span.set_attribute("app.unsendable", object())
             span.add_event("order.checked", {"app.items": 3})
+            span.add_link(SpanContext(int(LINKED_TRACE, 16), 1, is_remote=True))
             return {}
 
         @app.get("/raises")
@@ -345,7 +348,8 @@ def test_an_outgoing_call_carries_the_trace_on(traced_app, receiver, downstream,
 
 
 def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_app, receiver):
-    """What a view sets on trace.get_current_span() is sent. A value OpenTelemetry
+    """What a view sets on trace.get_current_span() is sent: attributes, an event, a
+    link. A value OpenTelemetry
     cannot send is cleared, as the SDK's span clears it, rather than fail the batch."""
     client = traced_app.test_client()
     trace_id, failed_id = uuid.uuid4().hex, uuid.uuid4().hex
@@ -359,6 +363,7 @@ def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_
     assert [(event["name"], event["attributes"]) for event in span["events"]] == [
         ("order.checked", {"app.items": 3})
     ]
+    assert span["links"] == [LINKED_TRACE]
     [failed] = spans_of(receiver, failed_id)
     [event] = failed["events"]
     assert event["name"] == "exception"

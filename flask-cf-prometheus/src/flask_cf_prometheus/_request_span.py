@@ -98,6 +98,7 @@ class RequestSpan(trace.Span):
         self._parent = parent
         self._attributes = attributes
         self._events = []  # (name, attributes, timestamp)
+        self._links = []  # (span context, attributes)
         self._status = UNSET
         self._start = time.time_ns()
         self._end = None
@@ -119,6 +120,16 @@ class RequestSpan(trace.Span):
     def add_event(self, name, attributes=None, timestamp=None):
         if self._end is None:
             self._events.append((name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context, attributes=None):
+        """As the SDK's span: a link to an invalid context is kept only with attributes
+        or a tracestate."""
+        if (
+            self._end is None
+            and context
+            and (context.is_valid or attributes or context.trace_state)
+        ):
+            self._links.append((context, attributes))
 
     def update_name(self, name):
         if self._end is None:
@@ -152,8 +163,7 @@ class RequestSpan(trace.Span):
         if self._end is not None:
             return
         self._end = end_time or time.time_ns()
-        if self._context.trace_flags.sampled:
-            self._tracer.queue.put(self)
+        self._tracer.queue.put(self)  # made only when sampled
 
     def readable(self):
         """The SDK's ReadableSpan of this ended span, within OpenTelemetry's limits: the
@@ -174,6 +184,20 @@ class RequestSpan(trace.Span):
                 for name, attributes, timestamp in self._events
             ],
         )
+        links = BoundedList.from_seq(
+            limits.max_links,
+            [
+                trace.Link(
+                    context,
+                    BoundedAttributes(
+                        limits.max_link_attributes,
+                        attributes,
+                        max_value_len=limits.max_attribute_length,
+                    ),
+                )
+                for context, attributes in self._links
+            ],
+        )
         return ReadableSpan(
             name=self._name,
             context=self._context,
@@ -185,6 +209,7 @@ class RequestSpan(trace.Span):
                 max_value_len=limits.max_span_attribute_length,
             ),
             events=events,
+            links=links,
             kind=SpanKind.SERVER,
             status=self._status,
             start_time=self._start,

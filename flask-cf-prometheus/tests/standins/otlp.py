@@ -76,6 +76,7 @@ class Receiver:
                                 }
                                 for event in span.events
                             ],
+                            "links": [link.trace_id.hex() for link in span.links],
                             "status_code": span.status.code,
                             "resource": resource,
                         }
