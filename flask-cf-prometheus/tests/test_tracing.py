@@ -349,8 +349,8 @@ def test_an_outgoing_call_carries_the_trace_on(traced_app, receiver, downstream,
 
 def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_app, receiver):
     """What a view sets on trace.get_current_span() is sent: attributes, an event, a
-    link. A value OpenTelemetry
-    cannot send is cleared, as the SDK's span clears it, rather than fail the batch."""
+    link. A value OpenTelemetry cannot send is cleared, as the SDK's span clears it,
+    rather than fail the batch."""
     client = traced_app.test_client()
     trace_id, failed_id = uuid.uuid4().hex, uuid.uuid4().hex
     client.get("/annotated", headers={"traceparent": traceparent("01", trace_id)})
