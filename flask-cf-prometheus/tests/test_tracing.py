@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
@@ -487,6 +487,29 @@ def test_every_span_is_counted_whatever_the_collector_does():
     counted = {outcome: after[outcome] - before[outcome] for outcome in after}
     assert counted == {"exported": 0, "queue_full": 2, "export_failed": 4, "shutdown": 25}
     assert stopped_in < 1.5
+
+
+def test_a_batch_that_cannot_be_sent_is_counted_and_says_why(caplog):
+    """A request's span that cannot be made the SDK's, as any exception in an export:
+    the export thread logs one line for the batch, counts it failed, and sends the next."""
+    before = spans_counted()
+    with receiving(Receiver()) as server:
+        queue = queue_to(server, timeout=1, size=10, batch=10, delay_seconds=60)
+        provider = TracerProvider()
+        tracer = RequestTracer(provider, queue, __name__, "always_on", 1.0)
+        tracer.limits = None  # readable() fails on it
+        tracer.start_span("GET", None, {}).end()
+        assert queue.force_flush(5000)
+        tracer.limits = SpanLimits()
+        tracer.start_span("GET", None, {}).end()
+        assert queue.force_flush(5000)
+        queue.shutdown(1)
+
+    after = spans_counted()
+    assert after["export_failed"] - before["export_failed"] == 1
+    assert after["exported"] - before["exported"] == 1
+    [line] = [record.getMessage() for record in caplog.records if "not sent" in record.getMessage()]
+    assert line.startswith("Spans not sent (1): AttributeError(")
 
 
 def test_after_a_failed_export_the_queue_waits_before_encoding_more():

@@ -11,6 +11,7 @@ for a collector that is down would cost the worker's requests CPU for nothing.
 """
 
 import collections
+import logging
 import threading
 import time
 
@@ -20,6 +21,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ._metrics import TRACING_SPANS
 from ._request_span import RequestSpan
+
+logger = logging.getLogger(__name__)
 
 OUTCOMES = ("exported", "queue_full", "export_failed", "shutdown")
 # Seconds to wait after the first failed export in a row; each next failure doubles it.
@@ -104,7 +107,8 @@ class SpanQueue(SpanProcessor):
                     span.readable() if isinstance(span, RequestSpan) else span for span in batch
                 ]
                 done = self._exporter.export(spans) is SpanExportResult.SUCCESS
-        except Exception:  # the exporter logs what went wrong; the thread goes on
+        except Exception as error:  # the thread goes on
+            logger.error("Spans not sent (%d): %r", len(batch), error)
             done = False
         return "exported" if done else "export_failed"
 
