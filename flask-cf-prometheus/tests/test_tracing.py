@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
@@ -489,27 +489,38 @@ def test_every_span_is_counted_whatever_the_collector_does():
     assert stopped_in < 1.5
 
 
-def test_a_batch_that_cannot_be_sent_is_counted_and_says_why(caplog):
-    """A request's span that cannot be made the SDK's, as any exception in an export:
-    the export thread logs one line for the batch, counts it failed, and sends the next."""
+class Untellable:
+    """A value a view might set whose text cannot be had: OpenTelemetry cannot send it."""
+
+    def __str__(self):
+        raise ValueError("no text")
+
+
+def test_a_span_that_cannot_be_sent_is_dropped_alone_and_says_why(caplog):
+    """A request's span holding a value OpenTelemetry cannot encode: the export thread
+    logs one line, counts it failed, and sends the rest of its batch. A status that is
+    none is ignored, as the SDK's span ignores it, and the span sent."""
     before = spans_counted()
-    with receiving(Receiver()) as server:
+    receiver = Receiver()
+    with receiving(receiver) as server:
         queue = queue_to(server, timeout=1, size=10, batch=10, delay_seconds=60)
-        provider = TracerProvider()
-        tracer = RequestTracer(provider, queue, __name__, "always_on", 1.0)
-        tracer.limits = None  # readable() fails on it
-        tracer.start_span("GET", None, {}).end()
-        assert queue.force_flush(5000)
-        tracer.limits = SpanLimits()
-        tracer.start_span("GET", None, {}).end()
+        tracer = RequestTracer(TracerProvider(), queue, __name__, "always_on", 1.0)
+        names = ("GET /good", "GET /bad", "GET /no-status")
+        spans = [tracer.start_span(name, None, {}) for name in names]
+        spans[1].set_attribute("app.untellable", Untellable())
+        spans[2].set_status(None)  # ignored, as the SDK's span ignores it
+        for span in spans:
+            span.end()
         assert queue.force_flush(5000)
         queue.shutdown(1)
 
     after = spans_counted()
     assert after["export_failed"] - before["export_failed"] == 1
-    assert after["exported"] - before["exported"] == 1
-    [line] = [record.getMessage() for record in caplog.records if "not sent" in record.getMessage()]
-    assert line.startswith("Spans not sent (1): AttributeError(")
+    assert after["exported"] - before["exported"] == 2
+    assert [span["name"] for span in receiver.received()] == ["GET /good", "GET /no-status"]
+    assert [
+        record.getMessage() for record in caplog.records if "not sent" in record.getMessage()
+    ] == ["A span not sent, one of its values unsendable: ValueError('no text')"]
 
 
 def test_after_a_failed_export_the_queue_waits_before_encoding_more():

@@ -135,12 +135,13 @@ class RequestSpan(trace.Span):
             self._name = name
 
     def set_status(self, status, description=None):
-        """As the SDK's span: OK is final, and UNSET changes nothing."""
+        """As the SDK's span: OK is final, UNSET changes nothing, and anything but a
+        Status or a StatusCode is ignored."""
         if self._end is not None or self._status.status_code is StatusCode.OK:
             return
-        if not isinstance(status, Status):
+        if isinstance(status, StatusCode):
             status = Status(status, description)
-        if status.status_code is not StatusCode.UNSET:
+        if isinstance(status, Status) and status.status_code is not StatusCode.UNSET:
             self._status = status
 
     def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):

@@ -91,26 +91,33 @@ class SpanQueue(SpanProcessor):
                     continue
                 batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
                 self._in_flight = len(batch)
-            result = self._export(batch)
+            result, unsendable = self._export(batch)
             with self._changed:
                 self._in_flight = 0
                 self._failures = self._failures + 1 if result == "export_failed" else 0
                 if not self._abandoned:
-                    self._counters[result].inc(len(batch))
+                    self._counters[result].inc(len(batch) - unsendable)
+                    self._counters["export_failed"].inc(unsendable)
                 self._changed.notify_all()
 
     def _export(self, batch):
+        """What became of the spans of `batch` that could be sent (exported or
+        export_failed), and how many could not be: a request's span holding a value a
+        view set that OpenTelemetry cannot encode is dropped alone, not with its batch."""
+        spans = []
+        for span in batch:
+            try:
+                spans.append(span.readable() if isinstance(span, RequestSpan) else span)
+            except Exception as error:
+                logger.error("A span not sent, one of its values unsendable: %r", error)
         try:
             # The exporter's own HTTP calls are not traced.
             with suppress_instrumentation():
-                spans = [
-                    span.readable() if isinstance(span, RequestSpan) else span for span in batch
-                ]
-                done = self._exporter.export(spans) is SpanExportResult.SUCCESS
+                done = not spans or self._exporter.export(spans) is SpanExportResult.SUCCESS
         except Exception as error:  # the thread goes on
-            logger.error("Spans not sent (%d): %r", len(batch), error)
+            logger.error("Spans not sent (%d): %r", len(spans), error)
             done = False
-        return "exported" if done else "export_failed"
+        return "exported" if done else "export_failed", len(batch) - len(spans)
 
     def shutdown(self, timeout_seconds=5.0):
         """Send what is queued, waiting at most `timeout_seconds`; what is still queued

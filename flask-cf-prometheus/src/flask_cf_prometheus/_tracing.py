@@ -15,6 +15,7 @@ prometheus_client: OpenTelemetry's Prometheus exporter has no multiprocess mode.
 
 import json
 import os
+import threading
 import uuid
 
 from opentelemetry import context, trace
@@ -45,6 +46,7 @@ _SAMPLERS = {
 # What init_app configured in this process, and what start() made of it in this pid.
 _configured = None
 _started = None  # (pid, tracer, span queue)
+_starting = threading.Lock()
 # The traceresponse header's flags, by a span's trace flags (sampled, random trace id).
 FLAGS_TEXT = ("00", "01", "02", "03")
 
@@ -68,7 +70,9 @@ def tracer():
     """This process's tracer of requests (_request_span.py), made at its first use in
     this pid."""
     if _started is None:
-        start()
+        with _starting:  # two first requests at once, in threads, start it once
+            if _started is None:
+                start()
     return _started[1]
 
 
@@ -189,7 +193,7 @@ def traced(wsgi_app, metrics_path):
         try:
             return wsgi_app(environ, start_response_traced)
         except BaseException as error:
-            span.record_exception(error)
+            span.record_exception(error, escaped=True)
             raise
         finally:
             context.detach(token)
