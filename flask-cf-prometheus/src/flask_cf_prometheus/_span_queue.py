@@ -97,7 +97,8 @@ class SpanQueue(SpanProcessor):
                 self._failures = self._failures + 1 if result == "export_failed" else 0
                 if not self._abandoned:
                     self._counters[result].inc(len(batch) - unsendable)
-                    self._counters["export_failed"].inc(unsendable)
+                    if unsendable:  # each inc is a write to this worker's file
+                        self._counters["export_failed"].inc(unsendable)
                 self._changed.notify_all()
 
     def _export(self, batch):
