@@ -163,8 +163,9 @@ def traced(wsgi_app, metrics_path):
         method = environ.get("REQUEST_METHOD", "")
         # Semantic conventions: a method outside the standard set is _OTHER.
         method = method if method in STANDARD_METHODS else "_OTHER"
+        name = method if method != "_OTHER" else "HTTP"
         span = tracer().start_span(
-            method if method != "_OTHER" else "HTTP",
+            name,
             parent,
             {
                 "http.request.method": method,
@@ -173,14 +174,14 @@ def traced(wsgi_app, metrics_path):
             },
         )
         span_context = span.get_span_context()
-        trace_id, span_id = f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+        # In hex through bytes: half the instructions of a format spec.
+        trace_id = span_context.trace_id.to_bytes(16, "big").hex()
+        span_id = span_context.span_id.to_bytes(8, "big").hex()
+        flags = span_context.trace_flags & 3
         environ[TRACE_ID_KEY] = trace_id
-        if span_context.trace_flags.sampled:
+        if flags & TraceFlags.SAMPLED:
             environ[SAMPLED_TRACE_KEY] = (trace_id, span_id)
-        header = (
-            "traceresponse",
-            f"00-{trace_id}-{span_id}-{FLAGS_TEXT[span_context.trace_flags & 3]}",
-        )
+        header = ("traceresponse", f"00-{trace_id}-{span_id}-{FLAGS_TEXT[flags]}")
         status = None
 
         def start_response_traced(status_line, headers, exc_info=None):
@@ -197,9 +198,11 @@ def traced(wsgi_app, metrics_path):
             raise
         finally:
             context.detach(token)
-            if span.is_recording():
-                _name(span, method, environ, status)
-            span.end()
+            # Only a sampled span records (a NonRecordingSpan ignores all this), and one
+            # a view has ended ignores it too.
+            if flags & TraceFlags.SAMPLED:
+                _name(span, name, environ, status)
+                span.end()
 
     return traced_wsgi_app
 
@@ -221,14 +224,14 @@ def _parent(environ):
     )
 
 
-def _name(span, method, environ, status):
-    """The span's name and what it answered, once Flask has matched the route: the
-    route's template, never the raw path."""
+def _name(span, name, environ, status):
+    """The span's name (`name`, the method's) and what it answered, once Flask has
+    matched the route: the route's template, never the raw path."""
     code = int(status) if status and status.isdigit() else 500
     attributes = {"http.response.status_code": code}
     route = getattr(environ.get(RULE_KEY), "rule", None)
     if route is not None:
-        span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
+        span.update_name(f"{name} {route}")
         attributes["http.route"] = route
     if code >= 500:
         attributes["error.type"] = str(code)
