@@ -18,13 +18,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from flask_cf_prometheus import ConfigError, Metrics
 from flask_cf_prometheus._request_span import RequestTracer
 from flask_cf_prometheus._span_queue import SpanQueue, backoff_seconds
-from flask_cf_prometheus._tracing import _SAMPLERS
+from flask_cf_prometheus._tracing import _SAMPLERS, _parent
 from flask_cf_prometheus._tracing_settings import tracing_settings
 
 from .standins.loopback import StandIn, serving
@@ -345,6 +346,35 @@ def test_an_outgoing_call_carries_the_trace_on(traced_app, receiver, downstream,
     assert len(found) == 2, "one client span, not one a library"
     assert call["parent_span_id"] == server["span_id"]
     assert downstream.traceparents[-1] == f"00-{trace_id}-{call['span_id']}-01"
+
+
+@pytest.mark.parametrize("flags", ["01", "03"])
+def test_a_random_trace_ids_flag_is_carried_on_as_opentelemetrys_propagator_carries_it(
+    traced_app, receiver, downstream, flags
+):
+    """W3C level 2: a parent whose trace id is random (flags 03) says so to the client
+    and to the service called, as a span made by the SDK's own tracer would."""
+    trace_id = uuid.uuid4().hex
+    response = traced_app.test_client().get(
+        "/call/requests", headers={"traceparent": traceparent(flags, trace_id)}
+    )
+
+    spans = {span["kind"]: span for span in spans_of(receiver, trace_id, count=2)}
+    server, call = spans[SpanKind.SPAN_KIND_SERVER], spans[SpanKind.SPAN_KIND_CLIENT]
+    assert response.headers["traceresponse"] == f"00-{trace_id}-{server['span_id']}-{flags}"
+    assert downstream.traceparents[-1] == f"00-{trace_id}-{call['span_id']}-{flags}"
+
+
+@pytest.mark.parametrize("flags", ["00", "01", "02", "03", "80", "ff"])
+@pytest.mark.parametrize("tracestate", [None, "vendor=a1,other=b2"])
+def test_a_traceparent_is_read_as_opentelemetrys_propagator_reads_it(flags, tracestate):
+    header = f"00-{uuid.uuid4().hex}-b7ad6b7169203331-{flags}"
+    carrier = {"traceparent": header} | ({"tracestate": tracestate} if tracestate else {})
+    environ = {f"HTTP_{name.upper()}": value for name, value in carrier.items()}
+
+    expected = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier))
+    assert _parent(environ) == expected.get_span_context()
+    assert _parent(environ).trace_flags == int(flags, 16)
 
 
 def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_app, receiver):

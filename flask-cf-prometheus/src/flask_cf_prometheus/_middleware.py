@@ -25,10 +25,10 @@ from ._metrics import IN_PROGRESS, count_request
 # What a request id from a client may look like: the router's is a UUID, and anything
 # else (too long, non-ASCII, control characters) is replaced rather than logged.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex. The
-# flags' last digit holds the sampled bit; spaces around are the header's own.
-TRACEPARENT_PATTERN = re.compile(r"\s*00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])\s*")
-SAMPLED_DIGITS = "13579bdf"
+# W3C Trace Context, version 00: version-trace id-parent id-flags, lower-case hex; spaces
+# around are the header's own.
+TRACEPARENT_PATTERN = re.compile(r"\s*00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\s*")
+SAMPLED = 0x01  # the flags' sampled bit
 INVALID_TRACE_ID, INVALID_SPAN_ID = "0" * 32, "0" * 16
 
 
@@ -51,9 +51,9 @@ def _observed(wsgi_app, metrics_path, traced):
         if traced:
             trace = environ.get(SAMPLED_TRACE_KEY)
         elif "HTTP_TRACEPARENT" in environ:
-            trace_id, span_id, sampled = trace_from(environ["HTTP_TRACEPARENT"])
+            trace_id, span_id, flags = trace_from(environ["HTTP_TRACEPARENT"])
             environ[TRACE_ID_KEY] = trace_id
-            if sampled:
+            if flags & SAMPLED:
                 trace = environ[SAMPLED_TRACE_KEY] = (trace_id, span_id)
         # Unless the app starts a response, an exception escaped Flask's handlers (as in
         # testing mode): the request is counted as a 500, its route unknown.
@@ -87,12 +87,13 @@ def _observed(wsgi_app, metrics_path, traced):
 
 
 def trace_from(header):
-    """(trace id, parent span id, whether it is sampled) of a well-formed W3C traceparent
-    header; (None, None, False) for any other."""
+    """(trace id, parent span id, flags) of a well-formed W3C traceparent header, the ids
+    in hex and the flags an int (bit 0: sampled; bit 1, W3C level 2: the trace id is
+    random); (None, None, 0) for any other."""
     match = TRACEPARENT_PATTERN.fullmatch(header) if header else None
     if match is None:
-        return None, None, False
+        return None, None, 0
     trace_id, span_id, flags = match.groups()
     if trace_id == INVALID_TRACE_ID or span_id == INVALID_SPAN_ID:
-        return None, None, False
-    return trace_id, span_id, flags in SAMPLED_DIGITS
+        return None, None, 0
+    return trace_id, span_id, int(flags, 16)

@@ -211,7 +211,7 @@ def _parent(environ):
     """The span context of the request's traceparent, read by the parser that gives the
     log line its trace id (so the two cannot disagree), with its tracestate; None for a
     request without a well-formed one."""
-    trace_id, span_id, sampled = trace_from(environ.get("HTTP_TRACEPARENT"))
+    trace_id, span_id, flags = trace_from(environ.get("HTTP_TRACEPARENT"))
     if trace_id is None:
         return None
     state = environ.get("HTTP_TRACESTATE")
@@ -219,7 +219,7 @@ def _parent(environ):
         int(trace_id, 16),
         int(span_id, 16),
         is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+        trace_flags=TraceFlags(flags),  # as OpenTelemetry's propagator reads them
         trace_state=TraceState.from_header([state]) if state else None,
     )
 
