@@ -255,7 +255,12 @@ def traced_app(receiver, downstream):
             span = trace.get_current_span()
             span.set_attribute("app.order", 42)
             span.set_attribute("app.unsendable", object())
-            span.add_event("order.checked", {"app.items": 3})
+            tags, checked = ["new"], {"app.items": 3}
+            span.set_attribute("app.tags", tags)
+            span.add_event("order.checked", checked)
+            # Changed once given: the span keeps what it was given, as the SDK's does.
+            tags.append("late")
+            checked["app.items"] = 4
             span.add_link(SpanContext(int(LINKED_TRACE, 16), 1, is_remote=True))
             return {}
 
@@ -390,6 +395,7 @@ def test_a_view_annotates_its_requests_span_and_an_exception_is_an_event(traced_
     [span] = spans_of(receiver, trace_id)
     assert span["attributes"]["app.order"] == 42
     assert span["attributes"].get("app.unsendable") is None
+    assert span["attributes"]["app.tags"] == ["new"]
     assert [(event["name"], event["attributes"]) for event in span["events"]] == [
         ("order.checked", {"app.items": 3})
     ]

@@ -3,7 +3,8 @@
 The SDK's span checks each attribute as it is set, under a lock, and calls every span
 processor as it starts and ends; with its sampler, some 48,000 instructions a sampled
 request, twice this span's (BENCHMARKS.md, Traces). A request's span here keeps what it
-is given as given and, once ended, goes to the worker's queue (_span_queue.py) whole.
+is given unchecked (a list copied, so that a later change is not sent) and, once ended,
+goes to the worker's queue (_span_queue.py) whole.
 The export thread makes it the SDK's ReadableSpan, its attributes, events and links
 within OpenTelemetry's limits (OTEL_SPAN_*) and cleaned as the SDK's own span's are, and
 sends it with the spans the SDK makes (the outgoing calls of requests and urllib3).
@@ -84,8 +85,20 @@ class RequestTracer:
         return RequestSpan(self, name, context, parent, attributes)
 
 
+def _kept(attributes):
+    """Attributes as they are now, as the SDK's span keeps them: a list the view changes
+    later is sent as it was."""
+    if not attributes:
+        return attributes
+    return {
+        key: tuple(value) if isinstance(value, list) else value for key, value in attributes.items()
+    }
+
+
 class RequestSpan(trace.Span):
-    """A sampled request's span: what it is told, kept until it ends, then queued."""
+    """A sampled request's span: what it is told, kept until it ends, then queued. A
+    list given as a value is copied, as the SDK's span copies it; the rest is checked
+    and cleaned in the export thread."""
 
     def __init__(self, tracer, name, context, parent, attributes):
         self._tracer = tracer
@@ -107,15 +120,16 @@ class RequestSpan(trace.Span):
 
     def set_attribute(self, key, value):
         if self._end is None:
-            self._attributes[key] = value
+            self._attributes[key] = tuple(value) if isinstance(value, list) else value
 
     def set_attributes(self, attributes):
         if self._end is None:
-            self._attributes.update(attributes)
+            for key, value in attributes.items():
+                self._attributes[key] = tuple(value) if isinstance(value, list) else value
 
     def add_event(self, name, attributes=None, timestamp=None):
         if self._end is None:
-            self._events.append((name, attributes, timestamp or time.time_ns()))
+            self._events.append((name, _kept(attributes), timestamp or time.time_ns()))
 
     def add_link(self, context, attributes=None):
         """As the SDK's span: a link to an invalid context is kept only with attributes
@@ -125,7 +139,7 @@ class RequestSpan(trace.Span):
             and context
             and (context.is_valid or attributes or context.trace_state)
         ):
-            self._links.append((context, attributes))
+            self._links.append((context, _kept(attributes)))
 
     def update_name(self, name):
         if self._end is None:

@@ -21,6 +21,8 @@ TRACES_PATH = "/v1/traces"
 
 def _value(any_value):
     kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in any_value.array_value.values]
     return getattr(any_value, kind) if kind else None
 
 
