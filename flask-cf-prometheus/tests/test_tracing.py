@@ -5,6 +5,8 @@ span counted by what became of it, whatever the collector does."""
 
 import json
 import random
+import subprocess
+import sys
 import time
 import uuid
 
@@ -523,6 +525,44 @@ def test_every_span_is_counted_whatever_the_collector_does():
     counted = {outcome: after[outcome] - before[outcome] for outcome in after}
     assert counted == {"exported": 0, "queue_full": 2, "export_failed": 4, "shutdown": 25}
     assert stopped_in < 1.5
+
+
+FORKING_WORKER = """
+import os
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from flask_cf_prometheus._span_queue import SpanQueue
+
+exporter = InMemorySpanExporter()
+queue = SpanQueue(exporter, size=10, batch=10, delay_seconds=60)
+provider = TracerProvider()
+provider.add_span_processor(queue)
+tracer = provider.get_tracer("forking")
+tracer.start_span("before the fork").end()
+child = os.fork()
+tracer.start_span("child" if child == 0 else "parent").end()
+sent = queue.force_flush(5000)
+names = [span.name for span in exporter.get_finished_spans()]
+if child == 0:
+    os._exit(0 if sent and names == ["child"] else 1)
+_, status = os.waitpid(child, 0)
+print(sent, names, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_process_forked_from_a_worker_sends_its_own_spans():
+    """A view's own fork: the child's spans are sent by a thread of its own, as the SDK's
+    BatchSpanProcessor sends them, and what the parent had queued is the parent's. In
+    a fresh interpreter, never a fork of pytest's."""
+    forked = subprocess.run(
+        [sys.executable, "-c", FORKING_WORKER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert forked.stdout.split("\n")[0] == "True ['before the fork', 'parent'] 0"
 
 
 class Untellable:

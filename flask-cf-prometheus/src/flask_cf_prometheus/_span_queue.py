@@ -12,8 +12,10 @@ for a collector that is down would cost the worker's requests CPU for nothing.
 
 import collections
 import logging
+import os
 import threading
 import time
+import weakref
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import SpanProcessor
@@ -52,8 +54,30 @@ class SpanQueue(SpanProcessor):
         self._abandoned = False  # the stop gave up waiting: the rest are counted lost
         self._failures = 0  # failed exports in a row
         self._counters = {outcome: TRACING_SPANS.labels(outcome) for outcome in OUTCOMES}
+        self._start_thread()
+        # A process forked from this one (a view's os.fork, multiprocessing) sends its
+        # spans from a thread of its own, as the SDK's BatchSpanProcessor does: a thread
+        # does not survive a fork.
+        restart = weakref.WeakMethod(self._restart_in_child)
+
+        def restart_in_child():
+            if (method := restart()) is not None:
+                method()
+
+        os.register_at_fork(after_in_child=restart_in_child)
+
+    def _start_thread(self):
         self._thread = threading.Thread(target=self._run, name="tracing-export", daemon=True)
         self._thread.start()
+
+    def _restart_in_child(self):
+        """In a forked child: the spans queued before the fork are the parent's to send."""
+        self._changed = threading.Condition()
+        self._queue.clear()
+        self._in_flight = 0
+        self._flushing = False
+        self._failures = 0
+        self._start_thread()
 
     def on_start(self, span, parent_context=None):
         pass
