@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanKind
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY
@@ -462,6 +462,48 @@ def test_a_scrape_gets_no_span(traced_app, receiver):
     assert "traceresponse" not in response.headers
 
 
+class Kept:
+    """What a RequestTracer queues."""
+
+    def put(self, span):
+        self.span = span
+
+
+@pytest.mark.parametrize("limit", [0, 1, 3, None])
+def test_a_views_attributes_are_kept_as_the_sdks_span_keeps_them(limit):
+    """500 random runs of set_attribute and set_attributes, past a limit (none: the
+    default, 128): the attributes sent, their order (which a limit evicts first) and
+    the count dropped are the SDK's span's. Keys that are not strings, and values
+    OpenTelemetry cannot send, among them."""
+    chooser = random.Random(20261206)
+    keys, unsendable = ["a", "b", "c", "d", "e", "", None, 5], object()
+    values = [1, "x", 2.5, True, [1, 2], ["x", "y"], None, unsendable]
+    limits = SpanLimits(max_span_attributes=limit)
+    provider = TracerProvider(span_limits=limits)
+    for _ in range(500):
+        queue = Kept()
+        tracer = RequestTracer(provider, queue, __name__, "always_on", 1.0)
+        tracer.limits = limits
+        ours = tracer.start_span("GET", None, {"http.request.method": "GET"})
+        theirs = provider.get_tracer(__name__).start_span(
+            "GET", attributes={"http.request.method": "GET"}
+        )
+        for _ in range(chooser.randint(0, 8)):
+            if chooser.random() < 0.7:
+                key, value = chooser.choice(keys), chooser.choice(values)
+                for span in (ours, theirs):
+                    span.set_attribute(key, list(value) if isinstance(value, list) else value)
+            else:
+                given = {chooser.choice(keys[:5]): chooser.choice(values) for _ in range(2)}
+                for span in (ours, theirs):
+                    span.set_attributes(dict(given))
+        ours.end()
+        theirs.end()
+        sent = queue.span.readable()
+        assert list(sent.attributes.items()) == list(theirs.attributes.items())
+        assert sent.dropped_attributes == theirs.dropped_attributes
+
+
 @pytest.mark.parametrize("sampler", sorted(_SAMPLERS))
 @pytest.mark.parametrize("ratio", [0.0, 0.01, 0.5, 1.0])
 def test_a_requests_span_is_sampled_as_the_sdks_sampler_samples(sampler, ratio):
@@ -529,7 +571,7 @@ def test_every_span_is_counted_whatever_the_collector_does():
 
 FORKING_WORKER = """
 import os
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from flask_cf_prometheus._span_queue import SpanQueue
 

@@ -15,6 +15,7 @@ is OpenTelemetry's API Span: a view adds its attributes, events and links to
 `trace.get_current_span()` as it would to the SDK's.
 """
 
+import logging
 import time
 import traceback
 
@@ -25,6 +26,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
+
+logger = logging.getLogger(__name__)
 
 UNSET = Status(StatusCode.UNSET)
 # A span's trace flags, by (sampled, its trace id random): made once.
@@ -106,6 +109,7 @@ class RequestSpan(trace.Span):
         self._context = context
         self._parent = parent
         self._attributes = attributes
+        self._dropped = 0  # attributes dropped as they were set
         self._events = []  # (name, attributes, timestamp)
         self._links = []  # (span context, attributes)
         self._status = UNSET
@@ -119,13 +123,30 @@ class RequestSpan(trace.Span):
         return self._end is None
 
     def set_attribute(self, key, value):
-        if self._end is None:
-            self._attributes[key] = tuple(value) if isinstance(value, list) else value
+        """As the SDK's span: a key that is not a non-empty string is dropped, and
+        counted."""
+        if self._end is None and (not key or not isinstance(key, str)):
+            logger.warning("invalid key `%s`. must be non-empty string. Dropping key.", key)
+            self._dropped += 1
+            return
+        self.set_attributes({key: value})
 
     def set_attributes(self, attributes):
-        if self._end is None:
-            for key, value in attributes.items():
-                self._attributes[key] = tuple(value) if isinstance(value, list) else value
+        """As the SDK's span: a key set again becomes the newest, and past the limit
+        (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT) the oldest is evicted, and counted. The values
+        are checked, and the keys made strings, in the export thread."""
+        if self._end is not None:
+            return
+        held, limit = self._attributes, self._tracer.limits.max_span_attributes
+        for key, value in attributes.items():
+            held.pop(key, None)
+            if limit == 0:
+                self._dropped += 1
+                continue
+            while limit is not None and len(held) >= limit:
+                del held[next(iter(held))]
+                self._dropped += 1
+            held[key] = tuple(value) if isinstance(value, list) else value
 
     def add_event(self, name, attributes=None, timestamp=None):
         if self._end is None:
@@ -209,16 +230,18 @@ class RequestSpan(trace.Span):
                 for context, attributes in self._links
             ],
         )
+        attributes = BoundedAttributes(
+            limits.max_span_attributes,
+            self._attributes,
+            max_value_len=limits.max_span_attribute_length,
+        )
+        attributes.dropped += self._dropped
         return ReadableSpan(
             name=self._name,
             context=self._context,
             parent=self._parent,
             resource=self._tracer.resource,
-            attributes=BoundedAttributes(
-                limits.max_span_attributes,
-                self._attributes,
-                max_value_len=limits.max_span_attribute_length,
-            ),
+            attributes=attributes,
             events=events,
             links=links,
             kind=SpanKind.SERVER,
