@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+import tracemalloc
 import uuid
 
 import pytest
@@ -471,14 +472,14 @@ class Kept:
 
 @pytest.mark.parametrize("limit", [0, 1, 3, None])
 def test_a_views_attributes_are_kept_as_the_sdks_span_keeps_them(limit):
-    """500 random runs of set_attribute and set_attributes, past a limit (none: the
-    default, 128): the attributes sent, their order (which a limit evicts first) and
-    the count dropped are the SDK's span's. Keys that are not strings, and values
-    OpenTelemetry cannot send, among them."""
+    """500 random runs of set_attribute, set_attributes, add_event and add_link, past a
+    limit (none: the default, 128): the attributes, events and links sent, their order
+    (which a limit evicts first) and the counts dropped are the SDK's span's. Keys that
+    are not strings, and values OpenTelemetry cannot send, among them."""
     chooser = random.Random(20261206)
     keys, unsendable = ["a", "b", "c", "d", "e", "", None, 5], object()
     values = [1, "x", 2.5, True, [1, 2], ["x", "y"], None, unsendable]
-    limits = SpanLimits(max_span_attributes=limit)
+    limits = SpanLimits(max_span_attributes=limit, max_events=limit, max_links=limit)
     provider = TracerProvider(span_limits=limits)
     for _ in range(500):
         queue = Kept()
@@ -489,19 +490,66 @@ def test_a_views_attributes_are_kept_as_the_sdks_span_keeps_them(limit):
             "GET", attributes={"http.request.method": "GET"}
         )
         for _ in range(chooser.randint(0, 8)):
-            if chooser.random() < 0.7:
-                key, value = chooser.choice(keys), chooser.choice(values)
+            choice, key, value = chooser.random(), chooser.choice(keys), chooser.choice(values)
+            if choice < 0.5:
                 for span in (ours, theirs):
                     span.set_attribute(key, list(value) if isinstance(value, list) else value)
-            else:
+            elif choice < 0.7:
                 given = {chooser.choice(keys[:5]): chooser.choice(values) for _ in range(2)}
                 for span in (ours, theirs):
                     span.set_attributes(dict(given))
+            elif choice < 0.85:
+                for span in (ours, theirs):
+                    span.add_event(f"event {key}", {"app.value": value}, timestamp=1)
+            else:
+                linked = SpanContext(chooser.getrandbits(128), 1, is_remote=True)
+                for span in (ours, theirs):
+                    span.add_link(linked, {"app.value": value})
         ours.end()
         theirs.end()
         sent = queue.span.readable()
         assert list(sent.attributes.items()) == list(theirs.attributes.items())
         assert sent.dropped_attributes == theirs.dropped_attributes
+        assert [(event.name, dict(event.attributes)) for event in sent.events] == [
+            (event.name, dict(event.attributes)) for event in theirs.events
+        ]
+        assert [link.context for link in sent.links] == [link.context for link in theirs.links]
+        assert (sent.dropped_events, sent.dropped_links) == (
+            theirs.dropped_events,
+            theirs.dropped_links,
+        )
+
+
+def test_a_span_holds_no_more_than_its_limits_while_a_view_adds_to_it():
+    """Evicted as they are added, as the SDK's span evicts them: a view adding events,
+    links and attributes in a loop holds at most the limits' worth (3 here), not all
+    it added until the span ends."""
+    limits = SpanLimits(max_span_attributes=3, max_events=3, max_links=3)
+    queue = Kept()
+    tracer = RequestTracer(TracerProvider(span_limits=limits), queue, __name__, "always_on", 1.0)
+    tracer.limits = limits
+    span = tracer.start_span("GET", None, {})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(20_000):
+            value = f"{number:01000d}"  # 1 kB each: 60 MB if all were held
+            span.set_attribute(f"app.{number}", value)
+            span.add_event("app.event", {"app.value": value})
+            span.add_link(SpanContext(number + 1, 1, is_remote=True), {"app.value": value})
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    span.end()
+
+    assert held < 1_000_000, held
+    sent = queue.span.readable()
+    assert (len(sent.attributes), len(sent.events), len(sent.links)) == (3, 3, 3)
+    assert (sent.dropped_attributes, sent.dropped_events, sent.dropped_links) == (
+        19_997,
+        19_997,
+        19_997,
+    )
 
 
 @pytest.mark.parametrize("sampler", sorted(_SAMPLERS))

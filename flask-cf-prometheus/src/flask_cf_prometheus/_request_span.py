@@ -98,6 +98,19 @@ def _kept(attributes):
     }
 
 
+def _append(items, limit, item):
+    """Append `item` to the list `items`, evicting the oldest past `limit` (None: no
+    limit), as the SDK's BoundedList does; how many were dropped, 0 or 1."""
+    if limit is not None and len(items) >= limit:
+        if not items:  # a limit of 0
+            return 1
+        del items[0]
+        items.append(item)
+        return 1
+    items.append(item)
+    return 0
+
+
 class RequestSpan(trace.Span):
     """A sampled request's span: what it is told, kept until it ends, then queued. A
     list given as a value is copied, as the SDK's span copies it; the rest is checked
@@ -112,6 +125,7 @@ class RequestSpan(trace.Span):
         self._dropped = 0  # attributes dropped as they were set
         self._events = []  # (name, attributes, timestamp)
         self._links = []  # (span context, attributes)
+        self._dropped_events = self._dropped_links = 0
         self._status = UNSET
         self._start = time.time_ns()
         self._end = None
@@ -149,8 +163,11 @@ class RequestSpan(trace.Span):
             held[key] = tuple(value) if isinstance(value, list) else value
 
     def add_event(self, name, attributes=None, timestamp=None):
+        """As the SDK's span: past the limit (OTEL_SPAN_EVENT_COUNT_LIMIT) the oldest is
+        evicted, and counted."""
         if self._end is None:
-            self._events.append((name, _kept(attributes), timestamp or time.time_ns()))
+            event = (name, _kept(attributes), timestamp or time.time_ns())
+            self._dropped_events += _append(self._events, self._tracer.limits.max_events, event)
 
     def add_link(self, context, attributes=None):
         """As the SDK's span: a link to an invalid context is kept only with attributes
@@ -160,7 +177,8 @@ class RequestSpan(trace.Span):
             and context
             and (context.is_valid or attributes or context.trace_state)
         ):
-            self._links.append((context, _kept(attributes)))
+            link = (context, _kept(attributes))
+            self._dropped_links += _append(self._links, self._tracer.limits.max_links, link)
 
     def update_name(self, name):
         if self._end is None:
@@ -230,6 +248,8 @@ class RequestSpan(trace.Span):
                 for context, attributes in self._links
             ],
         )
+        events.dropped += self._dropped_events
+        links.dropped += self._dropped_links
         attributes = BoundedAttributes(
             limits.max_span_attributes,
             self._attributes,
