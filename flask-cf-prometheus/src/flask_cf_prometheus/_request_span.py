@@ -3,11 +3,11 @@
 The SDK's span checks each attribute as it is set, under a lock, and calls every span
 processor as it starts and ends; with its sampler, some 48,000 instructions a sampled
 request, twice this span's (BENCHMARKS.md, Traces). A request's span here keeps what it
-is given unchecked (a list copied, so that a later change is not sent) and, once ended,
-goes to the worker's queue (_span_queue.py) whole.
-The export thread makes it the SDK's ReadableSpan, its attributes, events and links
-within OpenTelemetry's limits (OTEL_SPAN_*) and cleaned as the SDK's own span's are, and
-sends it with the spans the SDK makes (the outgoing calls of requests and urllib3).
+is given unchecked, within OpenTelemetry's limits (OTEL_SPAN_*) as the SDK's span keeps
+them (a list copied, so that a later change is not sent). Once ended, it goes to the
+worker's queue (_span_queue.py) whole. The export thread makes it the SDK's
+ReadableSpan, its values cleaned as the SDK's own span's are, and sends it with the
+spans the SDK makes (the outgoing calls of requests and urllib3).
 
 The tracer provider's ids and resource make and describe it, as they do the SDK's
 spans, and it is sampled as the provider's sampler samples (RequestTracer.sampled). It
@@ -112,9 +112,10 @@ def _append(items, limit, item):
 
 
 class RequestSpan(trace.Span):
-    """A sampled request's span: what it is told, kept until it ends, then queued. A
-    list given as a value is copied, as the SDK's span copies it; the rest is checked
-    and cleaned in the export thread."""
+    """A sampled request's span: what it is told, kept until it ends, then queued.
+    Attributes, events and links are bounded as they are added, and a list given as a
+    value is copied, as the SDK's span does both; values are checked and cleaned in the
+    export thread."""
 
     def __init__(self, tracer, name, context, parent, attributes):
         self._tracer = tracer
