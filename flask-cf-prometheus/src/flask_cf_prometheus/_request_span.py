@@ -98,19 +98,6 @@ def _kept(attributes):
     }
 
 
-def _append(items, limit, item):
-    """Append `item` to the list `items`, evicting the oldest past `limit` (None: no
-    limit), as the SDK's BoundedList does; how many were dropped, 0 or 1."""
-    if limit is not None and len(items) >= limit:
-        if not items:  # a limit of 0
-            return 1
-        del items[0]
-        items.append(item)
-        return 1
-    items.append(item)
-    return 0
-
-
 class RequestSpan(trace.Span):
     """A sampled request's span: what it is told, kept until it ends, then queued.
     Attributes, events and links are bounded as they are added, and a list given as a
@@ -124,9 +111,9 @@ class RequestSpan(trace.Span):
         self._parent = parent
         self._attributes = attributes
         self._dropped = 0  # attributes dropped as they were set
-        self._events = []  # (name, attributes, timestamp)
-        self._links = []  # (span context, attributes)
-        self._dropped_events = self._dropped_links = 0
+        # The SDK's BoundedLists, made at the first a view adds: (name, attributes,
+        # timestamp) and (span context, attributes).
+        self._events = self._links = None
         self._status = UNSET
         self._start = time.time_ns()
         self._end = None
@@ -167,8 +154,9 @@ class RequestSpan(trace.Span):
         """As the SDK's span: past the limit (OTEL_SPAN_EVENT_COUNT_LIMIT) the oldest is
         evicted, and counted."""
         if self._end is None:
-            event = (name, _kept(attributes), timestamp or time.time_ns())
-            self._dropped_events += _append(self._events, self._tracer.limits.max_events, event)
+            if self._events is None:
+                self._events = BoundedList(self._tracer.limits.max_events)
+            self._events.append((name, _kept(attributes), timestamp or time.time_ns()))
 
     def add_link(self, context, attributes=None):
         """As the SDK's span: a link to an invalid context is kept only with attributes
@@ -178,8 +166,9 @@ class RequestSpan(trace.Span):
             and context
             and (context.is_valid or attributes or context.trace_state)
         ):
-            link = (context, _kept(attributes))
-            self._dropped_links += _append(self._links, self._tracer.limits.max_links, link)
+            if self._links is None:
+                self._links = BoundedList(self._tracer.limits.max_links)
+            self._links.append((context, _kept(attributes)))
 
     def update_name(self, name):
         if self._end is None:
@@ -232,7 +221,7 @@ class RequestSpan(trace.Span):
                     ),
                     timestamp,
                 )
-                for name, attributes, timestamp in self._events
+                for name, attributes, timestamp in self._events or ()
             ],
         )
         links = BoundedList.from_seq(
@@ -246,11 +235,13 @@ class RequestSpan(trace.Span):
                         max_value_len=limits.max_attribute_length,
                     ),
                 )
-                for context, attributes in self._links
+                for context, attributes in self._links or ()
             ],
         )
-        events.dropped += self._dropped_events
-        links.dropped += self._dropped_links
+        # What the view's BoundedLists dropped as they were added; the limits above
+        # drop nothing more.
+        events.dropped = self._events.dropped if self._events is not None else 0
+        links.dropped = self._links.dropped if self._links is not None else 0
         attributes = BoundedAttributes(
             limits.max_span_attributes,
             self._attributes,
