@@ -217,8 +217,9 @@ def test_a_collector_down_or_slow_costs_requests_nothing_and_a_stop_its_budget(
     one sending to a collector that answers at once, and one whose collector is down or
     answers after 30 s, every request sampled. The last one's median latency stays
     within 10 % of tracing off's, and of the second's: the collector's state costs a
-    request nothing. The spans that could not be sent are counted, and the stop keeps to
-    its budget."""
+    request nothing. What tracing itself costs, the second against tracing off, is
+    bounded too. The spans that could not be sent are counted, and the stop keeps to its
+    budget."""
     healthy, slow = Receiver(), Receiver(delay_seconds=30)  # the exporter waits 10 s
     with receiving(healthy) as healthy_server, receiving(slow) as slow_server:
         port = slow_server.server_address[1] if collector == "slow" else free_loopback_port()
@@ -258,6 +259,9 @@ def test_a_collector_down_or_slow_costs_requests_nothing_and_a_stop_its_budget(
     of_off, of_sending = median[tested] / median[off], median[tested] / median[sending]
     assert of_off <= 1.10, f"{of_off:.3f} of tracing off ({median[off] * 1000:.3f} ms)"
     assert of_sending <= 1.10, f"{of_sending:.3f} of a collector that answers"
+    # What tracing itself costs (the span and its encoding), measured at 1.033 to 1.078.
+    sending_of_off = median[sending] / median[off]
+    assert sending_of_off <= 1.20, f"a collector that answers: {sending_of_off:.3f} of off"
     assert stopped_in < GRACEFUL_SECONDS
     assert "Traceback" not in log
     counted = spans_counted(tested, tracing_python, tmp_path)
